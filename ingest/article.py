@@ -1,0 +1,56 @@
+"""Long-form articles: Markdown with front matter, chunked by heading, then by block and sentence."""
+
+from __future__ import annotations
+
+from ingest.chunking import SPLITTER, ChunkMaker, pack_blocks, split_span
+from ingest.errors import IngestError
+from ingest.markdown import blocks, split_front_matter
+from kb.text import detect_lang
+from kb.types import Chunk, Document
+
+
+def markdown_document(doc_id: str, kind: str, raw: str) -> Document:
+    meta, body = split_front_matter(raw)
+    if not body.strip():
+        raise IngestError("no text after the front matter")
+    title = str(meta.get("title") or "").strip() or _first_heading(body) or doc_id
+    lang = str(meta.get("lang") or detect_lang(body))
+    return Document(doc_id=doc_id, kind=kind, title=title, lang=lang, text=body,
+                    url=_opt(meta.get("url")), author=_opt(meta.get("author")), date=_opt(meta.get("date")))
+
+
+def parse_article(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
+    doc = markdown_document(doc_id, "article", raw)
+    maker = ChunkMaker(doc.doc_id, doc.kind, doc.text, doc.lang)
+    max_chars = int(SPLITTER["article_max_chars"])
+    chunks: list[Chunk] = []
+    path: list[tuple[int, str]] = []
+    section_blocks: list[tuple[int, int]] = []
+
+    def flush() -> None:
+        section = " › ".join(title for _, title in path)
+        for a, b in pack_blocks(section_blocks, max_chars):
+            for s, e in split_span(doc.text, a, b, max_chars, int(SPLITTER["overlap_sentences"])):
+                chunks.append(maker.make(s, e, section=section))
+        section_blocks.clear()
+
+    for block in blocks(doc.text):
+        if block.type == "heading":
+            flush()
+            path = [(lvl, t) for lvl, t in path if lvl < block.level] + [(block.level, block.heading)]
+        elif block.type != "hr":
+            section_blocks.append((block.start, block.end))
+    flush()
+    return doc, chunks
+
+
+def _first_heading(body: str) -> str:
+    for block in blocks(body):
+        if block.type == "heading":
+            return block.heading
+    return ""
+
+
+def _opt(value: object) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None

@@ -1,0 +1,162 @@
+"""Reddit-style discussion threads in the shape of Reddit's /comments/<id>.json export.
+
+The canonical text lists the post and then every comment in reply-tree order, each under a
+one-line header; a comment's chunk spans only its body, and its parent's text rides along as
+retrieval context.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.chunking import ChunkMaker
+from ingest.errors import IngestError
+from kb.text import detect_lang
+from kb.types import Chunk, Document
+
+REDDIT = "https://www.reddit.com"
+GONE = {"[deleted]", "[removed]"}
+CONTEXT_CHARS = 400
+
+
+@dataclass
+class _Comment:
+    id: str
+    author: str
+    body: str
+    score: int
+    created: str | None
+    permalink: str
+    parent_id: str
+    depth: int
+    children: list[_Comment] = field(default_factory=list)
+
+
+def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise IngestError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    post, comments = _read_export(data)
+    title = html.unescape(str(post.get("title") or "")).strip() or doc_id
+    selftext = html.unescape(str(post.get("selftext") or "")).strip()
+    post_author = _author(post.get("author"))
+    permalink = str(post.get("permalink") or "")
+    parts: list[str] = []
+    spans: list[tuple[_Comment | None, int, int]] = []
+    pos = 0
+
+    def add(piece: str) -> tuple[int, int]:
+        nonlocal pos
+        parts.append(piece)
+        start = pos
+        pos += len(piece)
+        return start, pos
+
+    add(f"{title}\n")
+    add(f"u/{post_author} posted:\n")
+    if selftext and selftext not in GONE:
+        spans.append((None, *add(selftext)))
+        add("\n")
+    for comment in _walk(comments):
+        add(f"\n{'  ' * comment.depth}u/{comment.author} ({comment.score} points):\n")
+        if comment.body in GONE or not comment.body:
+            add(comment.body or "[empty]")
+            add("\n")
+            continue
+        spans.append((comment, *add(comment.body)))
+        add("\n")
+    text = "".join(parts)
+    lang = detect_lang(text)
+    doc = Document(doc_id=doc_id, kind="thread", title=title, lang=lang, text=text,
+                   url=REDDIT + permalink if permalink else None, author=post_author,
+                   date=_date(post.get("created_utc")))
+    by_name = {f"t1_{c.id}": c for c in _walk(comments)}
+    post_text = f"{title}\n{selftext}".strip()
+    maker = ChunkMaker(doc_id, "thread", text, lang)
+    chunks = []
+    for comment, start, end in spans:
+        piece = text[start:end]
+        if comment is None:
+            meta = {"author": post_author, "score": _int(post.get("score")), "depth": -1, "parent_id": None,
+                    "permalink": doc.url, "position": "post", "date": doc.date}
+            chunks.append(maker.make(start, end, section=title, lang=detect_lang(piece), context=title, meta=meta))
+            continue
+        parent = by_name.get(comment.parent_id)
+        context = parent.body if parent and parent.body not in GONE else post_text
+        meta = {"author": comment.author, "score": comment.score, "depth": comment.depth,
+                "parent_id": comment.parent_id, "comment_id": comment.id, "position": "comment",
+                "permalink": REDDIT + comment.permalink if comment.permalink else doc.url,
+                "date": comment.created, "parent_author": parent.author if parent else post_author}
+        chunks.append(maker.make(start, end, section=title, lang=detect_lang(piece),
+                                 context=context[:CONTEXT_CHARS], meta=meta))
+    return doc, chunks
+
+
+def _read_export(data: Any) -> tuple[dict[str, Any], list[_Comment]]:
+    """The post and the comment forest; 'more' stubs (comments not in the export) are left out."""
+    if not (isinstance(data, list) and len(data) == 2 and all(isinstance(x, dict) for x in data)):
+        raise IngestError("not a Reddit comments export: expected a JSON array of two listings")
+    posts = _children(data[0])
+    if not posts or posts[0].get("kind") != "t3":
+        raise IngestError("not a Reddit comments export: the first listing holds no t3 post")
+    post = posts[0].get("data") or {}
+    roots: list[_Comment] = []
+    stack: list[tuple[dict[str, Any], list[_Comment], int]] = [(data[1], roots, 0)]
+    while stack:
+        listing, into, depth = stack.pop()
+        for child in _children(listing):
+            kind, cdata = child.get("kind"), child.get("data") or {}
+            if kind != "t1":
+                continue
+            comment = _comment(cdata, depth)
+            into.append(comment)
+            if isinstance(cdata.get("replies"), dict):
+                stack.append((cdata["replies"], comment.children, depth + 1))
+    return post, roots
+
+
+def _children(listing: Any) -> list[dict[str, Any]]:
+    if not isinstance(listing, dict):
+        return []
+    children = (listing.get("data") or {}).get("children") or []
+    return [c for c in children if isinstance(c, dict)]
+
+
+def _comment(data: dict[str, Any], depth: int) -> _Comment:
+    return _Comment(id=str(data.get("id") or ""), author=_author(data.get("author")),
+                    body=html.unescape(str(data.get("body") or "")).strip(), score=_int(data.get("score")),
+                    created=_date(data.get("created_utc")), permalink=str(data.get("permalink") or ""),
+                    parent_id=str(data.get("parent_id") or ""), depth=depth)
+
+
+def _walk(comments: list[_Comment]) -> list[_Comment]:
+    out: list[_Comment] = []
+    stack = list(reversed(comments))
+    while stack:
+        c = stack.pop()
+        out.append(c)
+        stack.extend(reversed(c.children))
+    return out
+
+
+def _author(value: Any) -> str:
+    return str(value) if value else "[deleted]"
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _date(value: Any) -> str | None:
+    try:
+        return dt.datetime.fromtimestamp(float(value), tz=dt.UTC).date().isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None

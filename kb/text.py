@@ -1,0 +1,141 @@
+"""Language-aware text helpers: language detection, sentence spans and lexical tokens.
+
+Sentence spans are offsets into the text they were computed on, so quotes built from
+them are always exact substrings.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]")
+# A Chinese sentence ends at 。！？； (full or half width) plus any closing quote or bracket.
+_ZH_END = re.compile(r"[。！？；!?;][”’」』）)\]]*")
+# An English sentence ends at . ! ? followed by whitespace; "3.0 GHz" and "c5.18xlarge" never match.
+_EN_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s)")
+_ABBREVIATIONS = {"e.g", "i.e", "vs", "etc", "approx", "no", "mr", "dr", "fig", "cf", "u.s", "inc", "ltd"}
+_FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
+_INLINE_CODE = re.compile(r"`[^`\n]+`")
+_URL = re.compile(r"https?://\S+")
+_MARKER = re.compile(r"(?:#{1,6}|[-*+·•]|\d{1,3}[.)]|>)[ \t]+")
+_TOKEN = re.compile(r"[a-z0-9]+(?:[._/:-][a-z0-9]+)*")
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from has have how i in is it its of on or "
+    "should so that the this to was what when where which who why will with you your "
+    "的 了 是 在 和 有 吗 呢 吧 么 什 怎".split()
+)
+
+
+def cjk_ratio(text: str) -> float:
+    cjk = len(_CJK.findall(text))
+    latin = len(_LATIN.findall(text))
+    return cjk / (cjk + latin) if cjk + latin else 0.0
+
+
+def detect_lang(text: str) -> str:
+    """'zh' when Chinese characters make up a real share of the letters, else 'en'."""
+    return "zh" if cjk_ratio(text) >= 0.15 else "en"
+
+
+def _protected(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    spans = [m.span() for m in _FENCE.finditer(text, start, end)]
+    spans += [m.span() for m in _INLINE_CODE.finditer(text, start, end)]
+    spans += [m.span() for m in _URL.finditer(text, start, end)]
+    return spans
+
+
+def _inside(pos: int, spans: list[tuple[int, int]]) -> bool:
+    return any(a <= pos < b for a, b in spans)
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    word = re.search(r"([A-Za-z.]+)$", text[max(0, dot - 8) : dot])
+    return bool(word) and word.group(1).lower().strip(".") in _ABBREVIATIONS
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    marker = _MARKER.match(text, start, end)
+    if marker and marker.end() < end:
+        start = marker.end()
+    return start, end
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Split ``text[start:end]`` into sentence spans (absolute offsets, trimmed, non-empty).
+
+    Lines are separate units; a fenced code block is one unit; no split happens inside
+    inline code, URLs, decimals such as "3.0 GHz" or names such as "c5.18xlarge".
+    """
+    end = len(text) if end is None else end
+    protected = _protected(text, start, end)
+    cuts: set[int] = set()
+    fences = [s for s in protected if text.startswith(("```", "~~~"), s[0])]
+    for a, b in fences:
+        cuts.update((a, b))
+    for i in range(start, end):
+        if text[i] == "\n" and not _inside(i, fences):
+            cuts.add(i + 1)
+    for pattern in (_ZH_END, _EN_END):
+        for m in pattern.finditer(text, start, end):
+            if _inside(m.start(), protected):
+                continue
+            if text[m.start()] == "." and _is_abbreviation(text, m.start()):
+                continue
+            cuts.add(m.end())
+    bounds = sorted({start, end, *(c for c in cuts if start < c < end)})
+    spans = []
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        a, b = _trim(text, a, b)
+        if b > a and re.search(r"\w", text[a:b]):
+            spans.append((a, b))
+    return spans
+
+
+@lru_cache(maxsize=1)
+def _stemmer():  # type: ignore[no-untyped-def]
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def tokenize(text: str, cjk: str = "bigram") -> list[str]:
+    """Lexical tokens: stemmed English words (and the parts of compounds such as
+    ``c5.18xlarge``) plus Chinese as character bigrams (``cjk="bigram"``) or jieba words."""
+    text = text.lower()
+    words: list[str] = []
+    for m in _TOKEN.finditer(text):
+        tok = m.group(0)
+        parts = re.split(r"[._/:-]", tok)
+        words.append(tok)
+        if len(parts) > 1:
+            words.extend(p for p in parts if p)
+    tokens = [w for w in _stemmer().stemWords(words) if w not in STOPWORDS]
+    for run in _CJK_RUN.findall(text):
+        tokens.extend(_cjk_tokens(run, cjk))
+    return tokens
+
+
+def _cjk_tokens(run: str, mode: str) -> list[str]:
+    if mode == "jieba":
+        return [w for w in _jieba().lcut_for_search(run) if w not in STOPWORDS]
+    if len(run) == 1:
+        return [run] if run not in STOPWORDS else []
+    return [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+@lru_cache(maxsize=1)
+def _jieba():  # type: ignore[no-untyped-def]
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
