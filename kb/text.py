@@ -53,8 +53,12 @@ def _inside(pos: int, spans: list[tuple[int, int]]) -> bool:
 
 
 def _is_abbreviation(text: str, dot: int) -> bool:
-    word = re.search(r"([A-Za-z.]+)$", text[max(0, dot - 8) : dot])
-    return bool(word) and word.group(1).lower().strip(".") in _ABBREVIATIONS
+    """'e.g.', 'vs.' and initials such as the 'N.' of 'N. Virginia' do not end a sentence."""
+    word = re.search(r"(?<![A-Za-z])([A-Za-z.]+)$", text[max(0, dot - 8) : dot])
+    if not word:
+        return False
+    token = word.group(1)
+    return token.lower().strip(".") in _ABBREVIATIONS or (len(token) == 1 and token.isupper())
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:

@@ -70,6 +70,8 @@ class Hit:
     dense: float = 0.0
     lexical: float = 0.0
     rank: int = 0
+    row: int = -1
+    explain: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -107,3 +109,9 @@ class Answer:
         data = asdict(self)
         data["citations"] = [c.to_dict() for c in self.citations]
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Answer:
+        citations = tuple(Citation(**c) for c in data.get("citations", []))
+        return cls(id=data["id"], question=data["question"], answer=data["answer"], abstained=data["abstained"],
+                   confidence=data["confidence"], citations=citations)

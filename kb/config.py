@@ -1,0 +1,57 @@
+"""One settings object, read from KB_* (and SLACK_*) environment variables once and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_MODEL = "use"
+
+
+@dataclass(frozen=True)
+class Settings:
+    index_dir: Path = Path(".kbq/index")
+    corpus_dir: Path = Path("corpus")
+    embed_model: str = DEFAULT_MODEL
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    rate_limit_per_minute: int = 60
+    max_question_chars: int = 2000
+    max_body_bytes: int = 16_384
+    widget_secret: str = ""
+    slack_bot_token: str = ""
+    slack_signing_secret: str = ""
+    slack_app_token: str = ""
+    slack_api_url: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    reload_interval: float = 2.0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def feedback_db(self) -> Path:
+        return self.index_dir.parent / "answers.sqlite3"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+
+        def items(name: str) -> tuple[str, ...]:
+            return tuple(x.strip() for x in env.get(name, "").split(",") if x.strip())
+
+        settings = cls(
+            index_dir=Path(env.get("KB_INDEX_DIR", ".kbq/index")),
+            corpus_dir=Path(env.get("KB_CORPUS_DIR", "corpus")),
+            embed_model=env.get("KB_EMBED_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL,
+            api_keys=items("KB_API_KEYS"),
+            cors_origins=items("KB_CORS_ORIGINS"),
+            rate_limit_per_minute=int(env.get("KB_RATE_LIMIT", "60") or 60),
+            widget_secret=env.get("KB_WIDGET_SECRET", ""),
+            slack_bot_token=env.get("SLACK_BOT_TOKEN", ""),
+            slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
+            slack_app_token=env.get("SLACK_APP_TOKEN", ""),
+            slack_api_url=env.get("SLACK_API_URL", ""),
+            public_url=env.get("KB_PUBLIC_URL", "http://127.0.0.1:8000"),
+        )
+        return replace(settings, **overrides)  # type: ignore[arg-type]

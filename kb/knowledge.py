@@ -1,0 +1,99 @@
+"""The knowledge base: one loaded index with its retriever and answerer, reloaded in place when
+``kbq ingest`` swaps in a new version. Requests in flight keep the state they started with."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from kb.answer import Answerer, Calibration
+from kb.config import Settings
+from kb.embed import Embedder, embedder_names, load_embedder
+from kb.retrieve import Retriever, Weights
+from kb.store import LoadedIndex, SourceRecord, UpdateReport, current_version, load_index, update_index
+from kb.types import Answer, Document, Hit
+
+
+@dataclass(frozen=True)
+class _State:
+    index: LoadedIndex
+    retriever: Retriever
+    answerer: Answerer
+
+
+def embedders_for(settings: Settings) -> list[Embedder]:
+    return [load_embedder(name) for name in embedder_names(settings.embed_model)]
+
+
+def build_index(settings: Settings, sources: list[SourceRecord], splitter: dict, rebuild: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> UpdateReport:
+    """Incrementally (re)build the index folder named by ``settings.index_dir``."""
+    return update_index(settings.index_dir, sources, embedders_for(settings), splitter, rebuild, progress)
+
+
+class KnowledgeBase:
+    def __init__(self, settings: Settings, weights: Weights | None = None,
+                 calibration: Calibration | None = None) -> None:
+        self.settings = settings
+        self._weights = weights
+        self._calibration = calibration
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._state = self._load()
+
+    @classmethod
+    def open(cls, settings: Settings) -> KnowledgeBase:
+        """Load the index; raises ``IndexUnavailable`` naming the fix."""
+        return cls(settings)
+
+    def _load(self) -> _State:
+        names = embedder_names(self.settings.embed_model)
+        index = load_index(self.settings.index_dir, names)
+        embedders = {name: load_embedder(name) for name in names}
+        retriever = Retriever(index, embedders, self._weights)
+        return _State(index, retriever, Answerer(retriever, self._calibration))
+
+    @property
+    def index(self) -> LoadedIndex:
+        return self._state.index
+
+    @property
+    def version(self) -> str:
+        return self._state.index.version
+
+    def reload_if_changed(self, min_interval: float = 0.0) -> bool:
+        """Swap in a newer index version if ``kbq ingest`` wrote one; cheap when nothing changed."""
+        now = time.monotonic()
+        if now - self._checked < min_interval:
+            return False
+        self._checked = now
+        latest = current_version(self.settings.index_dir)
+        if latest is None or latest == self._state.index.version:
+            return False
+        with self._lock:
+            if current_version(self.settings.index_dir) == self._state.index.version:
+                return False
+            self._state = self._load()
+        return True
+
+    def ask(self, question: str, kinds: Collection[str] | None = None,
+            langs: Collection[str] | None = None) -> Answer:
+        return self._state.answerer.answer(question, kinds=kinds, langs=langs)
+
+    def search(self, query: str, k: int = 10, kinds: Collection[str] | None = None,
+               langs: Collection[str] | None = None) -> list[Hit]:
+        return self._state.retriever.search(query, k=k, kinds=kinds, langs=langs)
+
+    def documents(self) -> list[Document]:
+        return sorted(self._state.index.documents.values(), key=lambda d: d.doc_id)
+
+    def document(self, doc_id: str) -> Document | None:
+        return self._state.index.documents.get(doc_id)
+
+    def stats(self) -> dict[str, object]:
+        index = self._state.index
+        return {"version": index.version, "documents": len(index.documents), "chunks": len(index.chunks),
+                "embedders": [e["id"] for e in index.manifest["embedders"]], "path": str(Path(index.path))}

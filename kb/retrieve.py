@@ -1,0 +1,108 @@
+"""Hybrid retrieval: BM25 and one or more dense signals, z-normalised over the whole index and
+summed with weights that depend on the query's language and the passage's.
+
+One global fusion cannot serve both languages: lexical matching helps within a language and
+hurts across it (an English question against a Chinese passage), so each (query language,
+passage language) pair has its own weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from kb.embed import Embedder
+from kb.store import LoadedIndex
+from kb.text import detect_lang
+from kb.types import Hit
+
+Weights = Mapping[tuple[str, str], Mapping[str, float]]
+LEXICAL = "lexical"
+
+# Chosen on the golden set (evals/golden.jsonl); the dense key "dense" applies to every embedder.
+DEFAULT_WEIGHTS: Weights = {
+    ("en", "en"): {LEXICAL: 1.0, "dense": 1.0},
+    ("en", "zh"): {LEXICAL: 0.3, "dense": 1.0},
+    ("zh", "zh"): {LEXICAL: 1.0, "dense": 0.7},
+    ("zh", "en"): {LEXICAL: 0.3, "dense": 1.0},
+}
+
+
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """Standardise scores over the corpus so signals on different scales can be summed."""
+    if scores.size == 0:
+        return scores
+    std = float(scores.std())
+    return (scores - float(scores.mean())) / std if std > 1e-9 else np.zeros_like(scores)
+
+
+def topk(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """Row ids of the ``k`` highest scores (ties broken by row), restricted to ``mask``."""
+    candidates = np.flatnonzero(mask) if mask is not None else np.arange(scores.size)
+    if candidates.size == 0 or k <= 0:
+        return candidates[:0]
+    order = np.lexsort((candidates, -scores[candidates]))
+    return candidates[order[:k]]
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Per-row raw scores for one query, plus the query vectors (reused by the answerer)."""
+
+    query_lang: str
+    raw: dict[str, np.ndarray]
+    query_vectors: dict[str, np.ndarray]
+
+
+class Retriever:
+    def __init__(self, index: LoadedIndex, embedders: Mapping[str, Embedder], weights: Weights | None = None):
+        self.index = index
+        self.embedders = dict(embedders)
+        self.weights = weights or DEFAULT_WEIGHTS
+        self._langs = np.array([c.lang for c in index.chunks])
+        self._kinds = np.array([c.kind for c in index.chunks])
+
+    def signals(self, query: str) -> Signals:
+        raw = {LEXICAL: self.index.lexical.scores(query)}
+        vectors = {}
+        for model_id, embedder in self.embedders.items():
+            vectors[model_id] = embedder.embed_queries([query])[0]
+            raw[model_id] = self.index.dense[model_id].scores(vectors[model_id])
+        return Signals(detect_lang(query), raw, vectors)
+
+    def fused(self, signals: Signals) -> np.ndarray:
+        total = np.zeros(len(self.index.chunks), dtype=np.float32)
+        for name, scores in signals.raw.items():
+            key = LEXICAL if name == LEXICAL else "dense"
+            weight = np.array([self._weight(signals.query_lang, lang, key) for lang in ("en", "zh")])
+            per_row = np.where(self._langs == "zh", weight[1], weight[0])
+            total += per_row * zscore(scores)
+        return total
+
+    def _weight(self, query_lang: str, passage_lang: str, key: str) -> float:
+        table = self.weights.get((query_lang, passage_lang)) or self.weights[("en", "en")]
+        return float(table.get(key, 0.0))
+
+    def mask(self, kinds: Collection[str] | None = None, langs: Collection[str] | None = None) -> np.ndarray:
+        mask = np.ones(len(self.index.chunks), dtype=bool)
+        if kinds:
+            mask &= np.isin(self._kinds, list(kinds))
+        if langs:
+            mask &= np.isin(self._langs, list(langs))
+        return mask
+
+    def search(self, query: str, k: int = 10, kinds: Collection[str] | None = None,
+               langs: Collection[str] | None = None, signals: Signals | None = None) -> list[Hit]:
+        """The ``k`` best chunks for ``query``, optionally only of some source kinds or languages."""
+        signals = signals or self.signals(query)
+        fused = self.fused(signals)
+        primary = next(iter(self.embedders), None)
+        hits = []
+        for rank, row in enumerate(topk(fused, k, self.mask(kinds, langs))):
+            explain = {name: float(scores[row]) for name, scores in signals.raw.items()}
+            hits.append(Hit(chunk=self.index.chunks[row], score=float(fused[row]),
+                            dense=explain.get(primary, 0.0) if primary else 0.0,
+                            lexical=explain[LEXICAL], rank=rank + 1, row=int(row), explain=explain))
+        return hits

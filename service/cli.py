@@ -1,0 +1,190 @@
+"""`kbq`: a thin command-line adapter over kb/. Exit codes: 0 answered, 3 abstained, 2 usage
+error, 1 failure. User errors print one clean line, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from kb.config import Settings
+
+EXIT_ABSTAINED = 3
+
+
+class Failure(click.ClickException):
+    exit_code = 1
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _emit(data: object) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _open_kb(settings: Settings, build_if_missing: bool = False):  # type: ignore[no-untyped-def]
+    from kb.knowledge import KnowledgeBase
+    from kb.store import IndexUnavailable
+
+    if build_if_missing and not (settings.index_dir / "manifest.json").exists():
+        click.echo(f"No index at {settings.index_dir} yet: building one from {settings.corpus_dir} first…",
+                   err=True)
+        _run_ingest(settings, None, rebuild=False, as_json=False, quiet=True)
+    try:
+        return KnowledgeBase.open(settings)
+    except IndexUnavailable as exc:
+        raise Failure(str(exc)) from None
+
+
+def _run_ingest(settings: Settings, path: Path | None, rebuild: bool, as_json: bool, quiet: bool) -> None:
+    from tqdm import tqdm
+
+    from service.indexing import ingest
+    from service.render import report_text
+
+    bar = tqdm(total=0, unit="doc", desc="ingest", file=sys.stderr, disable=quiet or as_json)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    report, problems = ingest(settings, path, rebuild=rebuild, progress=progress)
+    bar.close()
+    if as_json:
+        _emit({**asdict(report), "problems": [asdict(p) for p in problems]})
+    elif not quiet:
+        click.echo(report_text(report, problems))
+    if not (report.added or report.changed or report.unchanged) and problems:
+        raise Failure(f"nothing could be ingested from {path or settings.corpus_dir}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """kbq: cited answers about AWS moving EC2 from Xen to KVM (C5, Nov 2017)."""
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--rebuild", is_flag=True, help="Re-embed everything even if nothing changed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def ingest(path: Path | None, rebuild: bool, as_json: bool) -> None:
+    """Build or update the index from a corpus folder (default: KB_CORPUS_DIR or ./corpus)."""
+    _run_ingest(_settings(), path, rebuild, as_json, quiet=False)
+
+
+@main.command()
+@click.argument("question", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the answer object as JSON.")
+@click.option("--url", envvar="KBQ_URL", default=None, help="Ask a running kbq service instead.")
+@click.option("--source", "kinds", multiple=True, type=click.Choice(["article", "faq", "thread"]))
+@click.option("--lang", "langs", multiple=True, type=click.Choice(["en", "zh"]))
+def ask(question: tuple[str, ...], as_json: bool, url: str | None, kinds: tuple[str, ...],
+        langs: tuple[str, ...]) -> None:
+    """Answer QUESTION with cited sentences, or abstain (exit 3)."""
+    from kb.answer import InvalidQuestion, check_question
+    from service.render import answer_text
+
+    text = " ".join(question)
+    try:
+        check_question(text)
+    except InvalidQuestion as exc:
+        raise click.UsageError(str(exc)) from None
+    if url:
+        from service.remote import ask_remote
+
+        data = ask_remote(url, text, kinds, langs)
+    else:
+        data = _open_kb(_settings(), build_if_missing=True).ask(text, kinds=kinds, langs=langs).to_dict()
+    if as_json:
+        _emit(data)
+    else:
+        from kb.types import Answer
+
+        click.echo(answer_text(Answer.from_dict(data)))
+    sys.exit(EXIT_ABSTAINED if data["abstained"] else 0)
+
+
+@main.command()
+@click.argument("query", nargs=-1, required=True)
+@click.option("-k", default=8, show_default=True, help="Number of hits.")
+@click.option("--explain", is_flag=True, help="Show dense and lexical scores per hit.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--source", "kinds", multiple=True, type=click.Choice(["article", "faq", "thread"]))
+@click.option("--lang", "langs", multiple=True, type=click.Choice(["en", "zh"]))
+def search(query: tuple[str, ...], k: int, explain: bool, as_json: bool, kinds: tuple[str, ...],
+           langs: tuple[str, ...]) -> None:
+    """Show the passages retrieval ranks highest for QUERY."""
+    from service.render import hits_text
+    from service.schemas import hit_dict
+
+    hits = _open_kb(_settings(), build_if_missing=True).search(" ".join(query), k=k, kinds=kinds, langs=langs)
+    if as_json:
+        _emit([hit_dict(h) for h in hits])
+    else:
+        click.echo(hits_text(hits, explain))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def docs(as_json: bool) -> None:
+    """List the indexed documents."""
+    kb = _open_kb(_settings(), build_if_missing=True)
+    rows = [{"doc_id": d.doc_id, "kind": d.kind, "lang": d.lang, "title": d.title, "date": d.date,
+             "url": d.url, "chunks": kb.index.manifest["documents"][d.doc_id]["chunks"]} for d in kb.documents()]
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['doc_id']:<34} {r['kind']:<8} {r['lang']:<3} {r['chunks']:>4}  {r['title'][:60]}")
+
+
+@main.command(name="eval")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--calibrate", is_flag=True, help="Refit the confidence calibration and write kb/calibration.json.")
+@click.option("--golden", type=click.Path(path_type=Path), default=None, help="Golden set (JSONL).")
+def eval_(as_json: bool, calibrate: bool, golden: Path | None) -> None:
+    """Run the golden-set evaluation and print metrics per language."""
+    from evals.runner import run_cli
+
+    run_cli(_settings(), golden=golden, as_json=as_json, calibrate=calibrate, build=lambda s: _open_kb(s, True))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve the HTTP API, the widget and the Slack endpoints."""
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings()
+    _open_kb(settings, build_if_missing=True)
+    click.echo(f"kbq serving on http://{host}:{port}/", err=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=os.environ.get("KB_LOG_LEVEL", "warning"))
+
+
+@main.command()
+@click.option("-n", "limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def feedback(limit: int, as_json: bool) -> None:
+    """List recent answers with their votes."""
+    from service.feedback import FeedbackStore
+
+    rows = FeedbackStore(_settings().feedback_db).recent(limit)
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        votes = f"+{r['up']} -{r['down']}"
+        click.echo(f"{r['created'][:19]}  {votes:>7}  {r['confidence']:.2f}  {r['client']:<6} {r['question'][:70]}")
+
+
+if __name__ == "__main__":
+    main()
