@@ -1,0 +1,47 @@
+# kbq: `make run` serves the API and the widget demo; `make test` runs the whole suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup test lint run index eval bench clean browser
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+index: setup
+	@test -e .kbq/index/manifest.json || $(BIN)/kbq ingest corpus
+
+test: setup browser
+	$(BIN)/ruff check kb ingest service evals tests benchmarks
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check kb ingest service evals tests benchmarks
+	$(BIN)/ruff format --check kb ingest service evals tests benchmarks
+	$(BIN)/mypy
+
+run: index
+	@echo "kbq: open http://$(HOST):$(PORT)/"
+	$(BIN)/kbq serve --host $(HOST) --port $(PORT)
+
+eval: index
+	$(BIN)/kbq eval
+
+bench: index
+	$(BIN)/python -m benchmarks.cold_ask
+	$(BIN)/python -m benchmarks.warm
+
+clean:
+	rm -rf .kbq
