@@ -68,6 +68,15 @@ class Candidate:
     lang: str
 
 
+@dataclass(frozen=True)
+class Draft:
+    question: str
+    lang: str
+    hits: list[Hit]
+    chosen: list[Candidate]
+    features: dict[str, float]
+
+
 def check_question(question: str) -> str:
     question = (question or "").strip()
     if not question:
@@ -93,32 +102,40 @@ class Answerer:
         for i, row in enumerate(index.sentences.chunk_row.tolist()):
             self._sentences_by_row.setdefault(row, []).append(i)
 
-    def answer(self, question: str, kinds: Collection[str] | None = None,
-               langs: Collection[str] | None = None) -> Answer:
+    def draft(self, question: str, kinds: Collection[str] | None = None,
+              langs: Collection[str] | None = None) -> Draft:
+        """Retrieve and choose answer sentences, before the confidence decision."""
         question = check_question(question)
         signals = self.retriever.signals(question)
-        hits = self.retriever.search(question, k=8, kinds=kinds, langs=langs, signals=signals)
-        candidates = self._candidates(question, signals, hits[:CANDIDATE_CHUNKS])
-        chosen = self._choose(candidates)
-        features = self._features(hits, chosen)
-        confidence = round(self.calibration.confidence(features), 4) if chosen else 0.0
+        hits = self.retriever.search(question, k=10, kinds=kinds, langs=langs, signals=signals)
+        chosen = self._choose(self._candidates(question, signals, hits[:CANDIDATE_CHUNKS]))
+        return Draft(question, signals.query_lang, hits, chosen, self._features(hits, chosen))
+
+    def answer(self, question: str, kinds: Collection[str] | None = None,
+               langs: Collection[str] | None = None) -> Answer:
+        return self.finish(self.draft(question, kinds, langs))
+
+    def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:
+        """Decide to answer or abstain, and build verified citations."""
+        calibration = calibration or self.calibration
         answer_id = uuid.uuid4().hex
-        if not chosen or confidence < self.calibration.threshold:
-            return self._abstain(answer_id, question, signals.query_lang, hits, confidence)
+        confidence = round(calibration.confidence(draft.features), 4) if draft.chosen else 0.0
+        if not draft.chosen or confidence < calibration.threshold:
+            return self._abstain(answer_id, draft, confidence)
         citations, parts = [], []
-        for cand in chosen:
-            citation = self._citation(len(citations) + 1, cand, hits)
+        for cand in draft.chosen:
+            citation = self._citation(len(citations) + 1, cand, draft.hits)
             if not verify(citation, self.retriever.index.documents):
                 log.warning("dropped citation that failed verification: %s %d-%d", citation.doc_id,
                             citation.start, citation.end)
                 continue
             citations.append(citation)
-            prefix = "" if cand.official else COMMUNITY[signals.query_lang]
+            prefix = "" if cand.official else COMMUNITY[draft.lang]
             parts.append(f"{prefix}{citation.quote}{'' if cand.lang == 'zh' else ' '}[{citation.n}]")
         if not citations:
-            return self._abstain(answer_id, question, signals.query_lang, hits, 0.0)
-        joiner = "" if chosen[0].lang == "zh" else " "
-        return Answer(answer_id, question, joiner.join(parts), False, confidence, tuple(citations))
+            return self._abstain(answer_id, draft, 0.0)
+        joiner = "" if draft.chosen[0].lang == "zh" else " "
+        return Answer(answer_id, draft.question, joiner.join(parts), False, confidence, tuple(citations))
 
     # ------------------------------------------------------------ selection
 
@@ -196,10 +213,11 @@ class Answerer:
             quote=doc.text[cand.start : cand.end], start=cand.start, end=cand.end, score=round(score, 4),
             community=chunk.kind == "thread")
 
-    def _abstain(self, answer_id: str, question: str, lang: str, hits: list[Hit], confidence: float) -> Answer:
+    def _abstain(self, answer_id: str, draft: Draft, confidence: float) -> Answer:
         """Say the material does not cover it; list the nearest passages apart from the answer."""
-        citations = []
+        citations: list[Citation] = []
         index = self.retriever.index
+        hits = draft.hits
         for hit in hits[:3]:
             sentences = self._sentences_by_row.get(hit.row, [])
             if not sentences:
@@ -210,4 +228,4 @@ class Answerer:
             citation = self._citation(len(citations) + 1, cand, hits)
             if verify(citation, index.documents):
                 citations.append(citation)
-        return Answer(answer_id, question, ABSTAIN[lang], True, confidence, tuple(citations))
+        return Answer(answer_id, draft.question, ABSTAIN[draft.lang], True, confidence, tuple(citations))

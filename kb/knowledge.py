@@ -61,6 +61,10 @@ class KnowledgeBase:
         return self._state.index
 
     @property
+    def answerer(self) -> Answerer:
+        return self._state.answerer
+
+    @property
     def version(self) -> str:
         return self._state.index.version
 

@@ -147,12 +147,14 @@ def docs(as_json: bool) -> None:
 @main.command(name="eval")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--calibrate", is_flag=True, help="Refit the confidence calibration and write kb/calibration.json.")
+@click.option("--record", is_flag=True, help="Record these metrics as the baseline the test suite guards.")
 @click.option("--golden", type=click.Path(path_type=Path), default=None, help="Golden set (JSONL).")
-def eval_(as_json: bool, calibrate: bool, golden: Path | None) -> None:
+def eval_(as_json: bool, calibrate: bool, record: bool, golden: Path | None) -> None:
     """Run the golden-set evaluation and print metrics per language."""
     from evals.runner import run_cli
 
-    run_cli(_settings(), golden=golden, as_json=as_json, calibrate=calibrate, build=lambda s: _open_kb(s, True))
+    run_cli(_settings(), golden=golden, as_json=as_json, calibrate=calibrate, record=record,
+            build=lambda s: _open_kb(s, True))
 
 
 @main.command()

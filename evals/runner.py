@@ -1,0 +1,170 @@
+"""`kbq eval`: retrieval and answer metrics on the golden set, per language, with calibration
+of the abstention threshold and a recorded baseline that the test suite guards."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evals.golden import GOLDEN, Item, load_golden, relevant_chunks
+from evals.metrics import markers_resolve, mean, ndcg_at, precision_recall, reciprocal_rank, success_at, supports
+from kb.answer import CALIBRATION_FILE, Calibration, Draft, verify
+from kb.config import Settings
+from kb.knowledge import KnowledgeBase
+from kb.types import Answer
+
+BASELINE = Path(__file__).with_name("baseline.json")
+FEATURES = ("sentence", "dense", "overlap", "fused")
+COLUMNS = ("n", "recall@1", "recall@5", "mrr", "ndcg@10", "support", "citation_validity",
+           "abstain_precision", "abstain_recall")
+
+
+@dataclass(frozen=True)
+class Result:
+    item: Item
+    draft: Draft
+    ranked: list[bool]  # relevance of the top-10 hits
+    n_relevant: int
+    answer: Answer
+    supported: bool
+    valid: bool
+
+
+def run(kb: KnowledgeBase, items: list[Item], calibration: Calibration | None = None) -> list[Result]:
+    answerer = kb.answerer
+    index = kb.index
+    results = []
+    for item in items:
+        draft = answerer.draft(item.question)
+        answer = answerer.finish(draft, calibration)
+        relevant = relevant_chunks(item, index.documents, index.chunks)
+        ranked = [h.chunk.chunk_id in relevant for h in draft.hits[:10]]
+        results.append(_result(item, draft, ranked, len(relevant), answer, index.documents))
+    return results
+
+
+def _result(item: Item, draft: Draft, ranked: list[bool], n_relevant: int, answer: Answer, documents) -> Result:
+    evidence = answer.answer + " " + " ".join(c.quote for c in answer.citations)
+    supported = item.answerable and not answer.abstained and supports(evidence, item.must_contain)
+    valid = all(verify(c, documents) for c in answer.citations) and markers_resolve(
+        answer.answer, [c.n for c in answer.citations])
+    return Result(item, draft, ranked, n_relevant, answer, supported, valid)
+
+
+def refinish(kb: KnowledgeBase, results: list[Result], calibration: Calibration) -> list[Result]:
+    """Re-decide answers under another calibration without retrieving again."""
+    out = []
+    for r in results:
+        answer = kb.answerer.finish(r.draft, calibration)
+        out.append(_result(r.item, r.draft, r.ranked, r.n_relevant, answer, kb.index.documents))
+    return out
+
+
+def summarise(results: list[Result]) -> dict[str, float]:
+    answerable = [r for r in results if r.item.answerable]
+    precision, recall = precision_recall([r.answer.abstained for r in results],
+                                         [not r.item.answerable for r in results])
+    return {
+        "n": len(results),
+        "recall@1": mean(success_at(r.ranked, 1) for r in answerable),
+        "recall@5": mean(success_at(r.ranked, 5) for r in answerable),
+        "mrr": mean(reciprocal_rank(r.ranked) for r in answerable),
+        "ndcg@10": mean(ndcg_at(r.ranked, r.n_relevant) for r in answerable),
+        "support": mean(float(r.supported) for r in answerable),
+        "citation_validity": mean(float(r.valid) for r in results),
+        "abstain_precision": precision,
+        "abstain_recall": recall,
+    }
+
+
+def by_language(results: list[Result]) -> dict[str, dict[str, float]]:
+    groups = {"all": results, "en": [r for r in results if r.item.lang == "en"],
+              "zh": [r for r in results if r.item.lang == "zh"],
+              "xling": [r for r in results if "xling" in r.item.tags]}
+    return {name: summarise(rs) for name, rs in groups.items() if rs}
+
+
+def reliability(results: list[Result], buckets: int = 5) -> list[tuple[str, int, float]]:
+    """Confidence bucket -> (count, share of answers that are supported)."""
+    rows = []
+    for b in range(buckets):
+        lo, hi = b / buckets, (b + 1) / buckets
+        inside = [r for r in results if lo <= r.answer.confidence < hi or (b == buckets - 1 and r.answer.confidence == 1)]
+        share = mean(float(r.supported) for r in inside)
+        rows.append((f"{lo:.1f}-{hi:.1f}", len(inside), share))
+    return rows
+
+
+def fit_calibration(results: list[Result], kb: KnowledgeBase) -> Calibration:
+    """Logistic regression from draft features to 'this answer is supported', then the
+    abstention threshold that best balances answer support with abstention precision and recall."""
+    x = np.array([[r.draft.features[f] for f in FEATURES] for r in results], dtype=np.float64)
+    always = Calibration(threshold=0.0)
+    labels = []
+    for r in refinish(kb, results, always):
+        labels.append(float(r.supported))
+    y = np.array(labels)
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    z = (x - mu) / sd
+    w, b = np.zeros(z.shape[1]), 0.0
+    for _ in range(3000):
+        p = 1 / (1 + np.exp(-(z @ w + b)))
+        w -= 0.1 * (z.T @ (p - y) / len(y) + 0.01 * w)
+        b -= 0.1 * float(np.mean(p - y))
+    coef = {f: float(w[i] / sd[i]) for i, f in enumerate(FEATURES)}
+    bias = float(b - np.sum(w * mu / sd))
+    best, best_score = 0.5, -math.inf
+    for threshold in np.linspace(0.05, 0.95, 91):
+        cal = Calibration(coef, bias, float(threshold))
+        m = summarise(refinish(kb, results, cal))
+        score = m["support"] + min(m["abstain_precision"], m["abstain_recall"])
+        if score > best_score + 1e-9:
+            best, best_score = float(threshold), score
+    return Calibration(coef, bias, round(best, 3))
+
+
+def table(metrics: dict[str, dict[str, float]]) -> str:
+    lines = ["| set | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, m in metrics.items():
+        cells = [str(int(m["n"]))] + [f"{m[c]:.3f}" for c in COLUMNS[1:]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def check_baseline(metrics: dict[str, dict[str, float]], baseline: dict, tolerance: float = 0.005) -> list[str]:
+    """Metrics that fell below the recorded baseline."""
+    drops = []
+    for group, values in baseline.items():
+        for name, floor in values.items():
+            got = metrics.get(group, {}).get(name)
+            if name != "n" and (got is None or got < floor - tolerance):
+                drops.append(f"{group}.{name}: {got} < baseline {floor}")
+    return drops
+
+
+def run_cli(settings: Settings, golden: Path | None, as_json: bool, calibrate: bool, record: bool,
+            build: Callable[[Settings], KnowledgeBase]) -> None:
+    kb = build(settings)
+    items = load_golden(golden or GOLDEN)
+    results = run(kb, items)
+    if calibrate:
+        calibration = fit_calibration(results, kb)
+        CALIBRATION_FILE.write_text(json.dumps(calibration.__dict__, indent=1) + "\n", encoding="utf-8")
+        results = refinish(kb, results, calibration)
+        print(f"wrote {CALIBRATION_FILE} (threshold {calibration.threshold})")
+    metrics = by_language(results)
+    if record:
+        BASELINE.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+        print(f"recorded baseline in {BASELINE}")
+    if as_json:
+        print(json.dumps({"metrics": metrics, "reliability": reliability(results)}, indent=1))
+        return
+    print(table(metrics))
+    print("\nreliability (confidence bucket → answers, share supported)")
+    for bucket, count, share in reliability(results):
+        print(f"  {bucket}  {count:>4}  {share:.2f}" if count else f"  {bucket}  {count:>4}     -")

@@ -1,0 +1,119 @@
+"""The index folder: incremental ingest, atomic swap, rebuild on model change, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from ingest.chunking import SPLITTER
+from kb.knowledge import KnowledgeBase
+from kb.store import IndexUnavailable, SourceRecord, current_version, load_index, update_index
+from kb.types import Chunk, Document
+from service.indexing import ingest
+
+NEW_ENTRY = "\n## Does kbq test incremental ingest?\n\nYes, this entry was added by a test.\n\nSource: kbq tests, 2026-11\n"
+
+
+def test_reingest_of_unchanged_corpus_embeds_nothing(private_settings):
+    before = current_version(private_settings.index_dir)
+    report, problems = ingest(private_settings)
+    assert not problems and report.embedded_chunks == 0
+    assert not (report.added or report.changed or report.removed) and report.unchanged
+    assert current_version(private_settings.index_dir) == before
+
+
+def test_changed_file_reembeds_only_its_chunks_and_deleted_file_disappears(private_settings):
+    faq = private_settings.corpus_dir / "faq" / "c5-migration.en.md"
+    faq.write_text(faq.read_text(encoding="utf-8") + NEW_ENTRY, encoding="utf-8")
+    (private_settings.corpus_dir / "threads" / "7bzvud.json").unlink()
+    report, _ = ingest(private_settings)
+    assert report.changed == ["faq/c5-migration.en"] and report.removed == ["threads/7bzvud"]
+    index = load_index(private_settings.index_dir)
+    assert report.embedded_chunks == index.manifest["documents"]["faq/c5-migration.en"]["chunks"]
+    assert "threads/7bzvud" not in index.documents
+    assert any(c.section == "Does kbq test incremental ingest?" for c in index.chunks)
+    hits = KnowledgeBase.open(private_settings).search("Does kbq test incremental ingest?", k=1)
+    assert hits[0].chunk.section == "Does kbq test incremental ingest?"
+
+
+def test_broken_source_keeps_its_previous_version(private_settings):
+    faq = private_settings.corpus_dir / "faq" / "c5-migration.zh.md"
+    faq.write_bytes(b"---\ntitle: [broken\n---\n")
+    report, problems = ingest(private_settings)
+    assert [p.path for p in problems] == ["faq/c5-migration.zh"]
+    assert "faq/c5-migration.zh" in load_index(private_settings.index_dir).documents
+
+
+class FakeEmbedder:
+    """Deterministic hashing embedder: only for checking that a model change rebuilds."""
+
+    model_id, dim = "fake-hash-16", 16
+
+    def embed_documents(self, texts):
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            for tok in t.split():
+                out[i, hash(tok) % self.dim] += 1
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+    embed_queries = embed_documents
+
+
+def _records(settings):
+    from ingest import discover, parse_source
+
+    sources, _ = discover(settings.corpus_dir)
+    return [SourceRecord(s.doc_id, s.digest, lambda s=s: (lambda p: (p.document, p.chunks))(parse_source(s)))
+            for s in sources]
+
+
+def test_embedding_model_change_rebuilds_and_mismatch_is_one_clear_line(private_settings):
+    report = update_index(private_settings.index_dir, _records(private_settings), [FakeEmbedder()], SPLITTER)
+    assert report.rebuilt == "embedders changed" and not report.unchanged
+    with pytest.raises(IndexUnavailable, match="built with fake-hash-16 but KB_EMBED_MODEL asks for"):
+        KnowledgeBase.open(private_settings)
+
+
+def test_crash_mid_ingest_leaves_the_old_index_serving(private_settings):
+    before = current_version(private_settings.index_dir)
+
+    def explode() -> tuple[Document, list[Chunk]]:
+        raise KeyboardInterrupt
+
+    records = _records(private_settings)[:1] + [SourceRecord("faq/new", "x", explode)]
+    with pytest.raises(KeyboardInterrupt):
+        update_index(private_settings.index_dir, records, [FakeEmbedder()], SPLITTER)
+    assert current_version(private_settings.index_dir) == before
+    assert KnowledgeBase.open(private_settings).search("regions", k=1)
+
+
+def test_missing_and_corrupt_index_name_the_fix(private_settings, tmp_path):
+    with pytest.raises(IndexUnavailable, match="no index at .*run `kbq ingest`"):
+        load_index(tmp_path / "nothing")
+    target = private_settings.index_dir.resolve()
+    (target / "chunks.jsonl").write_text('{"broken": ', encoding="utf-8")
+    with pytest.raises(IndexUnavailable, match="corrupt.*kbq ingest --rebuild"):
+        load_index(private_settings.index_dir)
+    report, _ = ingest(private_settings)
+    assert report.rebuilt and report.rebuilt.startswith("previous index unreadable")
+    assert load_index(private_settings.index_dir).chunks
+
+
+def test_manifest_records_model_splitter_and_document_hashes(indexed_settings):
+    manifest = json.loads((indexed_settings.index_dir / "manifest.json").read_text())
+    assert manifest["embedders"][0]["id"] and manifest["splitter"] == SPLITTER
+    assert all(len(d["hash"]) == 64 for d in manifest["documents"].values())
+
+
+def test_reader_keeps_serving_while_a_new_version_is_swapped_in(private_settings):
+    kb = KnowledgeBase.open(private_settings)
+    old = kb.version
+    shutil.copy(private_settings.corpus_dir / "faq" / "c5-migration.en.md",
+                private_settings.corpus_dir / "faq" / "copy.en.md")
+    ingest(private_settings)
+    assert kb.search("regions", k=1)  # the old in-memory state still answers
+    assert kb.reload_if_changed() and kb.version != old
+    assert kb.document("faq/copy.en") is not None
