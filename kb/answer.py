@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 2000
 CANDIDATE_CHUNKS = 5
 MAX_SENTENCES = 3
+REDUNDANT = 0.85  # sentence-vector cosine above which a second sentence adds nothing
 ABSTAIN = {
     "en": "The material does not cover this question. The nearest passages are listed for you to check; "
           "they are not an answer.",
@@ -58,6 +59,7 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Candidate:
+    sid: int  # sentence row
     row: int  # chunk row
     start: int
     end: int
@@ -161,7 +163,7 @@ class Answerer:
                 lang = detect_lang(text) if hit.chunk.kind == "thread" else hit.chunk.lang
                 score = (0.55 * dense + 0.3 * overlap + 0.15 * prior + 0.05 * (lang == signals.query_lang)
                          + 0.02 * (hit.score >= top))
-                out.append(Candidate(hit.row, start, end, score, dense, overlap,
+                out.append(Candidate(i, hit.row, start, end, score, dense, overlap,
                                      hit.chunk.kind in OFFICIAL_KINDS, lang))
         return sorted(out, key=lambda c: -c.score)
 
@@ -184,13 +186,11 @@ class Answerer:
         return sorted(chosen, key=lambda c: (not c.official, c.row, c.start))
 
     def _similar(self, a: Candidate, b: Candidate) -> bool:
+        """Overlapping spans, or two sentences that say the same (e.g. the article and the FAQ)."""
         if a.row == b.row and not (a.end <= b.start or b.end <= a.start):
             return True
-        docs = self.retriever.index.documents
-        chunks = self.retriever.index.chunks
-        ta = docs[chunks[a.row].doc_id].text[a.start : a.end]
-        tb = docs[chunks[b.row].doc_id].text[b.start : b.end]
-        return ta == tb
+        vectors = self.retriever.index.sentences.vectors.values()
+        return any(float(v[a.sid] @ v[b.sid]) > REDUNDANT for v in vectors)
 
     @staticmethod
     def _features(hits: list[Hit], chosen: list[Candidate]) -> dict[str, float]:
@@ -223,7 +223,7 @@ class Answerer:
             if not sentences:
                 continue
             i = sentences[0]
-            cand = Candidate(hit.row, int(index.sentences.start[i]), int(index.sentences.end[i]), hit.score,
+            cand = Candidate(i, hit.row, int(index.sentences.start[i]), int(index.sentences.end[i]), hit.score,
                              hit.dense, 0.0, hit.chunk.kind in OFFICIAL_KINDS, hit.chunk.lang)
             citation = self._citation(len(citations) + 1, cand, hits)
             if verify(citation, index.documents):

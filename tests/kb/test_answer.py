@@ -1,0 +1,72 @@
+"""The answer contract: cited sentences that verify, honest abstention, official sources first."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+
+from kb.answer import ABSTAIN, COMMUNITY, InvalidQuestion, verify
+
+QUESTIONS = ["Which regions have C5?", "why KVM over Xen?", "换到 C5 后 fstab 要怎么改?",
+             "How do I check that ENA is enabled?", "C5 的 NVMe 超时应该设成多少?", "Does the EC2 API change on C5?",
+             "What is the capital of France?", "如何煮饺子?"]
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_every_marker_names_a_citation_and_every_quote_is_exact(kb, question):
+    answer = kb.ask(question)
+    numbers = {c.n for c in answer.citations}
+    assert {int(n) for n in re.findall(r"\[(\d+)\]", answer.answer)} <= numbers
+    for c in answer.citations:
+        assert kb.document(c.doc_id).text[c.start : c.end] == c.quote
+    assert 0.0 <= answer.confidence <= 1.0
+    if not answer.abstained:
+        assert answer.citations and "[1]" in answer.answer and len(answer.citations) <= 3
+
+
+def test_answers_the_region_question_from_an_official_source(kb):
+    answer = kb.ask("Which regions had C5 at launch?")
+    assert not answer.abstained
+    assert "Oregon" in answer.answer and answer.citations[0].source in ("faq", "article")
+
+
+def test_abstains_in_the_question_language_with_nearest_passages(kb):
+    en = kb.ask("What is the capital of France?")
+    zh = kb.ask("如何煮饺子?")
+    assert en.abstained and en.answer == ABSTAIN["en"]
+    assert zh.abstained and zh.answer == ABSTAIN["zh"]
+    assert not re.search(r"\[\d+\]", en.answer) and en.citations
+
+
+def test_a_citation_that_does_not_match_its_document_fails_verification(kb):
+    answer = kb.ask("Which regions had C5 at launch?")
+    good = answer.citations[0]
+    docs = kb.index.documents
+    assert verify(good, docs)
+    assert not verify(replace(good, start=good.start + 1), docs)
+    assert not verify(replace(good, doc_id="faq/nope"), docs)
+
+
+def test_thread_sentences_are_labelled_as_community_reports(kb):
+    answer = kb.ask("How much did worker job time drop after moving the fleet to c5?", kinds=["thread"])
+    assert not answer.abstained
+    assert answer.answer.startswith(COMMUNITY["en"]) and all(c.community for c in answer.citations)
+
+
+def test_official_source_wins_over_a_wrong_thread_claim(kb):
+    answer = kb.ask("Is C5 available in every region?")
+    assert not answer.abstained
+    assert answer.citations[0].source in ("faq", "article")
+
+
+@pytest.mark.parametrize("question", ["", "   ", "x" * 2001])
+def test_empty_or_huge_question_is_a_clear_error(kb, question):
+    with pytest.raises(InvalidQuestion):
+        kb.ask(question)
+
+
+def test_filters_restrict_sources_and_languages(kb):
+    hits = kb.search("NVMe timeout", k=5, kinds=["faq"], langs=["zh"])
+    assert hits and all(h.chunk.kind == "faq" and h.chunk.lang == "zh" for h in hits)
