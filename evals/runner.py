@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from evals.golden import GOLDEN, Item, load_golden, relevant_chunks
-from evals.metrics import markers_resolve, mean, ndcg_at, precision_recall, reciprocal_rank, success_at, supports
+from evals.metrics import (
+    markers_resolve,
+    mean,
+    ndcg_at,
+    precision_recall,
+    reciprocal_rank,
+    success_at,
+    supports,
+)
 from kb.answer import CALIBRATION_FILE, Calibration, Draft, verify
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase

@@ -33,6 +33,11 @@ class Settings:
     def feedback_db(self) -> Path:
         return self.index_dir.parent / "answers.sqlite3"
 
+    @property
+    def model_cache_dir(self) -> Path:
+        """Shared by every index version, so re-indexing keeps the fast-loading model cache."""
+        return self.index_dir.parent / "model-cache"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env

@@ -25,7 +25,7 @@ class _State:
 
 
 def embedders_for(settings: Settings) -> list[Embedder]:
-    return [load_embedder(name) for name in embedder_names(settings.embed_model)]
+    return [load_embedder(name, settings.model_cache_dir) for name in embedder_names(settings.embed_model)]
 
 
 def build_index(settings: Settings, sources: list[SourceRecord], splitter: dict, rebuild: bool = False,
@@ -52,7 +52,7 @@ class KnowledgeBase:
     def _load(self) -> _State:
         names = embedder_names(self.settings.embed_model)
         index = load_index(self.settings.index_dir, names)
-        embedders = {name: load_embedder(name) for name in names}
+        embedders = {name: load_embedder(name, self.settings.model_cache_dir) for name in names}
         retriever = Retriever(index, embedders, self._weights)
         return _State(index, retriever, Answerer(retriever, self._calibration))
 
