@@ -21,13 +21,12 @@ from evals.metrics import (
     success_at,
     supports,
 )
-from kb.answer import CALIBRATION_FILE, Calibration, Draft, verify
+from kb.answer import ANSWER_FEATURES, CALIBRATION_FILE, SENTENCE_FEATURES, Calibration, Draft, Logistic, verify
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
 from kb.types import Answer
 
 BASELINE = Path(__file__).with_name("baseline.json")
-FEATURES = ("sentence", "dense", "overlap", "fused")
 COLUMNS = ("n", "recall@1", "recall@5", "mrr", "ndcg@10", "support", "citation_validity",
            "abstain_precision", "abstain_recall")
 
@@ -108,32 +107,47 @@ def reliability(results: list[Result], buckets: int = 5) -> list[tuple[str, int,
     return rows
 
 
-def fit_calibration(results: list[Result], kb: KnowledgeBase) -> Calibration:
-    """Logistic regression from draft features to 'this answer is supported', then the
-    abstention threshold that best balances answer support with abstention precision and recall."""
-    x = np.array([[r.draft.features[f] for f in FEATURES] for r in results], dtype=np.float64)
-    always = Calibration(threshold=0.0)
-    labels = []
-    for r in refinish(kb, results, always):
-        labels.append(float(r.supported))
-    y = np.array(labels)
+def _fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float = 0.01) -> Logistic:
+    """Plain L2-regularised logistic regression on standardised features, returned in raw units."""
     mu, sd = x.mean(0), x.std(0) + 1e-9
     z = (x - mu) / sd
     w, b = np.zeros(z.shape[1]), 0.0
-    for _ in range(3000):
+    for _ in range(4000):
         p = 1 / (1 + np.exp(-(z @ w + b)))
-        w -= 0.1 * (z.T @ (p - y) / len(y) + 0.01 * w)
-        b -= 0.1 * float(np.mean(p - y))
-    coef = {f: float(w[i] / sd[i]) for i, f in enumerate(FEATURES)}
-    bias = float(b - np.sum(w * mu / sd))
+        w -= 0.2 * (z.T @ (p - y) / len(y) + l2 * w)
+        b -= 0.2 * float(np.mean(p - y))
+    coef = {f: round(float(w[i] / sd[i]), 5) for i, f in enumerate(names)}
+    return Logistic(coef, round(float(b - np.sum(w * mu / sd)), 5))
+
+
+def fit_calibration(results: list[Result], kb: KnowledgeBase) -> Calibration:
+    """Fit the sentence ranker (does this sentence state a must-contain fact of a relevant
+    passage?), then the confidence model (is the chosen answer supported?), then the
+    abstention threshold that best balances answer support with abstention precision and recall."""
+    index = kb.index
+    rows, labels = [], []
+    for r in results:
+        if not r.item.answerable:
+            continue
+        relevant = relevant_chunks(r.item, index.documents, index.chunks)
+        for cand in r.draft.candidates:
+            text = index.documents[index.chunks[cand.row].doc_id].text[cand.start : cand.end].casefold()
+            hit = any(alt.casefold() in text for group in r.item.must_contain for alt in group)
+            rows.append([cand.features[f] for f in SENTENCE_FEATURES])
+            labels.append(float(hit and index.chunks[cand.row].chunk_id in relevant))
+    ranker = _fit_logistic(np.array(rows), np.array(labels), SENTENCE_FEATURES)
+    draft_model = Calibration(ranker, Calibration().confidence, 0.0)
+    answered = refinish(kb, results, draft_model)
+    x = np.array([kb.answerer.choose(r.draft, draft_model)[1].get(f, 0.0) if r.draft.candidates else 0.0
+                  for r in answered for f in ANSWER_FEATURES]).reshape(len(answered), len(ANSWER_FEATURES))
+    confidence = _fit_logistic(x, np.array([float(r.supported) for r in answered]), ANSWER_FEATURES)
     best, best_score = 0.5, -math.inf
     for threshold in np.linspace(0.05, 0.95, 91):
-        cal = Calibration(coef, bias, float(threshold))
-        m = summarise(refinish(kb, results, cal))
+        m = summarise(refinish(kb, results, Calibration(ranker, confidence, float(threshold))))
         score = m["support"] + min(m["abstain_precision"], m["abstain_recall"])
         if score > best_score + 1e-9:
             best, best_score = float(threshold), score
-    return Calibration(coef, bias, round(best, 3))
+    return Calibration(ranker, confidence, round(best, 3))
 
 
 def table(metrics: dict[str, dict[str, float]]) -> str:
@@ -162,7 +176,7 @@ def run_cli(settings: Settings, golden: Path | None, as_json: bool, calibrate: b
     results = run(kb, items)
     if calibrate:
         calibration = fit_calibration(results, kb)
-        CALIBRATION_FILE.write_text(json.dumps(calibration.__dict__, indent=1) + "\n", encoding="utf-8")
+        CALIBRATION_FILE.write_text(json.dumps(calibration.to_dict(), indent=1) + "\n", encoding="utf-8")
         results = refinish(kb, results, calibration)
         print(f"wrote {CALIBRATION_FILE} (threshold {calibration.threshold})")
     metrics = by_language(results)

@@ -9,7 +9,7 @@ from typing import Any
 from kb.text import sentence_spans
 from kb.types import Chunk, chunk_id_for
 
-SPLITTER = {"name": "kbq-blocks-sentences", "version": 1, "article_max_chars": 360, "faq_max_chars": 1400,
+SPLITTER = {"name": "kbq-blocks-sentences", "version": 2, "article_max_chars": 360, "faq_max_chars": 1400,
             "overlap_sentences": 1}
 
 

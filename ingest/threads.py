@@ -13,7 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.chunking import ChunkMaker
+import re
+
+from ingest.chunking import SPLITTER, ChunkMaker, pack_blocks, split_span
 from ingest.errors import IngestError
 from kb.text import detect_lang
 from kb.types import Chunk, Document
@@ -81,10 +83,12 @@ def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
     chunks = []
     for comment, start, end in spans:
         piece = text[start:end]
-        if comment is None:
+        if comment is None:  # a long post splits by paragraph, each piece keeping the title as context
             meta = {"author": post_author, "score": _int(post.get("score")), "depth": -1, "parent_id": None,
                     "permalink": doc.url, "position": "post", "date": doc.date}
-            chunks.append(maker.make(start, end, section=title, lang=detect_lang(piece), context=title, meta=meta))
+            for a, b in _paragraph_pieces(text, start, end):
+                chunks.append(maker.make(a, b, section=title, lang=detect_lang(text[a:b]), context=title,
+                                         meta=meta))
             continue
         parent = by_name.get(comment.parent_id)
         context = parent.body if parent and parent.body not in GONE else post_text
@@ -95,6 +99,14 @@ def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
         chunks.append(maker.make(start, end, section=title, lang=detect_lang(piece),
                                  context=context[:CONTEXT_CHARS], meta=meta))
     return doc, chunks
+
+
+def _paragraph_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    max_chars = int(SPLITTER["article_max_chars"])
+    paragraphs = [(start + m.start(), start + m.end()) for m in re.finditer(r"\S(?:.*?\S)?(?=\n\s*\n|\Z)",
+                                                                          text[start:end], re.S)]
+    return [piece for a, b in pack_blocks(paragraphs, max_chars)
+            for piece in split_span(text, a, b, max_chars, int(SPLITTER["overlap_sentences"]))]
 
 
 def _read_export(data: Any) -> tuple[dict[str, Any], list[_Comment]]:

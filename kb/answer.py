@@ -1,5 +1,11 @@
-"""Extractive answers: pick 1-3 sentences from the best chunks, cite each one exactly, verify
-every citation against the document text, and abstain when confidence is low."""
+"""Extractive answers: rank the sentences of the best chunks, answer with the best one and its
+strongest neighbours from the same passage, cite each sentence exactly, verify every citation
+against the document text, and abstain when the calibrated confidence is low.
+
+Two small logistic models decide: a sentence ranker (is this sentence the answer?) and a
+confidence model (is the chosen answer supported?). Both are fitted on the golden set by
+``kbq eval --calibrate`` and stored in ``kb/calibration.json``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +28,7 @@ log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 2000
 CANDIDATE_CHUNKS = 5
 MAX_SENTENCES = 3
+NEIGHBOUR_SHARE = 0.5  # a second sentence must score at least this share of the best one
 REDUNDANT = 0.85  # sentence-vector cosine above which a second sentence adds nothing
 ABSTAIN = {
     "en": "The material does not cover this question. The nearest passages are listed for you to check; "
@@ -30,6 +37,9 @@ ABSTAIN = {
 }
 COMMUNITY = {"en": "Community report: ", "zh": "社区反馈:"}
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+SENTENCE_FEATURES = ("dense", "coverage", "chunk_coverage", "fused", "inverse_rank", "same_lang", "official",
+                     "lead", "question_match")
+ANSWER_FEATURES = ("ranker", "dense", "coverage", "fused", "margin")
 
 
 class InvalidQuestion(ValueError):
@@ -37,12 +47,24 @@ class InvalidQuestion(ValueError):
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """Logistic map from answer features to a 0..1 confidence, and the abstention threshold."""
+class Logistic:
+    coef: Mapping[str, float]
+    bias: float
 
-    coef: dict[str, float] = field(default_factory=lambda: {"sentence": 6.0, "dense": 4.0, "overlap": 2.0,
-                                                            "fused": 0.3})
-    bias: float = -6.0
+    def __call__(self, features: Mapping[str, float]) -> float:
+        z = self.bias + sum(self.coef.get(k, 0.0) * v for k, v in features.items())
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The sentence ranker, the confidence model and the abstention threshold."""
+
+    ranker: Logistic = field(default_factory=lambda: Logistic(
+        {"dense": 4.0, "coverage": 3.0, "chunk_coverage": 1.0, "fused": 0.3, "inverse_rank": 1.0,
+         "same_lang": 0.5, "official": 0.8, "lead": 0.5, "question_match": 2.0}, -7.0))
+    confidence: Logistic = field(default_factory=lambda: Logistic(
+        {"ranker": 4.0, "dense": 3.0, "coverage": 2.0, "fused": 0.2, "margin": 0.2}, -5.0))
     threshold: float = 0.5
 
     @classmethod
@@ -50,11 +72,12 @@ class Calibration:
         if not path.exists():
             return cls()
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(coef=data["coef"], bias=data["bias"], threshold=data["threshold"])
+        return cls(Logistic(**data["ranker"]), Logistic(**data["confidence"]), float(data["threshold"]))
 
-    def confidence(self, features: dict[str, float]) -> float:
-        z = self.bias + sum(self.coef.get(k, 0.0) * v for k, v in features.items())
-        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+    def to_dict(self) -> dict:
+        return {"ranker": {"coef": dict(self.ranker.coef), "bias": self.ranker.bias},
+                "confidence": {"coef": dict(self.confidence.coef), "bias": self.confidence.bias},
+                "threshold": self.threshold}
 
 
 @dataclass(frozen=True)
@@ -63,20 +86,19 @@ class Candidate:
     row: int  # chunk row
     start: int
     end: int
-    score: float
-    dense: float
-    overlap: float
     official: bool
     lang: str
+    features: dict[str, float]
 
 
 @dataclass(frozen=True)
 class Draft:
+    """Everything decided before the model: retrieval hits and featurised candidate sentences."""
+
     question: str
     lang: str
     hits: list[Hit]
-    chosen: list[Candidate]
-    features: dict[str, float]
+    candidates: list[Candidate]
 
 
 def check_question(question: str) -> str:
@@ -99,36 +121,35 @@ class Answerer:
     def __init__(self, retriever: Retriever, calibration: Calibration | None = None) -> None:
         self.retriever = retriever
         self.calibration = calibration or Calibration.load()
-        index = retriever.index
         self._sentences_by_row: dict[int, list[int]] = {}
-        for i, row in enumerate(index.sentences.chunk_row.tolist()):
+        for i, row in enumerate(retriever.index.sentences.chunk_row.tolist()):
             self._sentences_by_row.setdefault(row, []).append(i)
-
-    def draft(self, question: str, kinds: Collection[str] | None = None,
-              langs: Collection[str] | None = None) -> Draft:
-        """Retrieve and choose answer sentences, before the confidence decision."""
-        question = check_question(question)
-        signals = self.retriever.signals(question)
-        hits = self.retriever.search(question, k=10, kinds=kinds, langs=langs, signals=signals)
-        chosen = self._choose(self._candidates(question, signals, hits[:CANDIDATE_CHUNKS]))
-        return Draft(question, signals.query_lang, hits, chosen, self._features(hits, chosen))
 
     def answer(self, question: str, kinds: Collection[str] | None = None,
                langs: Collection[str] | None = None) -> Answer:
         return self.finish(self.draft(question, kinds, langs))
 
+    def draft(self, question: str, kinds: Collection[str] | None = None,
+              langs: Collection[str] | None = None) -> Draft:
+        """Retrieve and featurise candidate sentences, before any model decides."""
+        question = check_question(question)
+        signals = self.retriever.signals(question)
+        hits = self.retriever.search(question, k=10, kinds=kinds, langs=langs, signals=signals)
+        return Draft(question, signals.query_lang, hits, self._candidates(question, signals, hits))
+
     def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:
-        """Decide to answer or abstain, and build verified citations."""
-        calibration = calibration or self.calibration
+        """Choose sentences, decide to answer or abstain, and build verified citations."""
+        model = calibration or self.calibration
+        chosen, features = self.choose(draft, model)
+        confidence = round(model.confidence(features), 4) if chosen else 0.0
         answer_id = uuid.uuid4().hex
-        confidence = round(calibration.confidence(draft.features), 4) if draft.chosen else 0.0
-        if not draft.chosen or confidence < calibration.threshold:
+        if not chosen or confidence < model.threshold:
             return self._abstain(answer_id, draft, confidence)
         citations, parts = [], []
-        for cand in draft.chosen:
+        for cand in chosen:
             citation = self._citation(len(citations) + 1, cand, draft.hits)
             if not verify(citation, self.retriever.index.documents):
-                log.warning("dropped citation that failed verification: %s %d-%d", citation.doc_id,
+                log.warning("dropped a citation that failed verification: %s %d-%d", citation.doc_id,
                             citation.start, citation.end)
                 continue
             citations.append(citation)
@@ -136,68 +157,69 @@ class Answerer:
             parts.append(f"{prefix}{citation.quote}{'' if cand.lang == 'zh' else ' '}[{citation.n}]")
         if not citations:
             return self._abstain(answer_id, draft, 0.0)
-        joiner = "" if draft.chosen[0].lang == "zh" else " "
+        joiner = "" if chosen[0].lang == "zh" else " "
         return Answer(answer_id, draft.question, joiner.join(parts), False, confidence, tuple(citations))
 
-    # ------------------------------------------------------------ selection
+    # ------------------------------------------------------------ candidates
 
     def _candidates(self, question: str, signals: Signals, hits: list[Hit]) -> list[Candidate]:
         index = self.retriever.index
-        q_tokens = set(tokenize(question))
-        if not hits:
-            return []
-        top = hits[0].score
+        lexical = index.lexical
+        q_terms = set(tokenize(question))
+        vectors = signals.query_vectors
         out = []
-        for hit in hits:
-            prior = 1.0 / hit.rank
+        for hit in hits[:CANDIDATE_CHUNKS]:
             doc = index.documents[hit.chunk.doc_id]
-            for i in self._sentences_by_row.get(hit.row, []):
+            sids = self._sentences_by_row.get(hit.row, [])
+            sims = {i: self._dense(i, vectors) for i in sids}
+            question_match = max(sims.values(), default=0.0)
+            chunk_coverage = lexical.coverage(q_terms, set(tokenize(hit.chunk.context + " " + hit.chunk.text)))
+            lead = True
+            for i in sids:
                 start, end = int(index.sentences.start[i]), int(index.sentences.end[i])
                 text = doc.text[start:end]
                 if len(text) < 6 or text.endswith(("?", "\uff1f", ":", "\uff1a")):
                     continue  # questions and lead-ins to a list or code block are not answers
-                dense = float(np.mean([index.sentences.vectors[m][i] @ v
-                                       for m, v in signals.query_vectors.items()])) if signals.query_vectors else 0.0
-                s_tokens = set(tokenize(text))
-                overlap = len(q_tokens & s_tokens) / len(q_tokens) if q_tokens else 0.0
                 lang = detect_lang(text) if hit.chunk.kind == "thread" else hit.chunk.lang
-                score = (0.55 * dense + 0.3 * overlap + 0.15 * prior + 0.05 * (lang == signals.query_lang)
-                         + 0.02 * (hit.score >= top))
-                out.append(Candidate(i, hit.row, start, end, score, dense, overlap,
-                                     hit.chunk.kind in OFFICIAL_KINDS, lang))
-        return sorted(out, key=lambda c: -c.score)
+                features = {"dense": sims[i], "coverage": lexical.coverage(q_terms, set(tokenize(text))),
+                            "chunk_coverage": chunk_coverage, "fused": hit.score, "inverse_rank": 1.0 / hit.rank,
+                            "same_lang": float(lang == signals.query_lang),
+                            "official": float(hit.chunk.kind in OFFICIAL_KINDS), "lead": float(lead),
+                            "question_match": question_match}
+                lead = False
+                out.append(Candidate(i, hit.row, start, end, hit.chunk.kind in OFFICIAL_KINDS, lang, features))
+        return out
 
-    def _choose(self, candidates: list[Candidate]) -> list[Candidate]:
-        if not candidates:
-            return []
-        best = candidates[0]
-        official = [c for c in candidates if c.official]
-        if not best.official and official and official[0].score >= 0.85 * best.score:
-            best = official[0]  # the official source wins over a thread comment
+    def _dense(self, sid: int, vectors: Mapping[str, np.ndarray]) -> float:
+        sentence_vectors = self.retriever.index.sentences.vectors
+        return float(np.mean([sentence_vectors[m][sid] @ v for m, v in vectors.items()])) if vectors else 0.0
+
+    # ------------------------------------------------------------ choice
+
+    def choose(self, draft: Draft, model: Calibration) -> tuple[list[Candidate], dict[str, float]]:
+        """The best sentence and its strongest non-redundant neighbours from the same passage,
+        in document order, plus the features the confidence model reads."""
+        if not draft.candidates:
+            return [], {}
+        scored = sorted(((model.ranker(c.features), c) for c in draft.candidates), key=lambda x: -x[0])
+        best_score, best = scored[0]
         chosen = [best]
-        for cand in candidates:
-            if len(chosen) >= MAX_SENTENCES or cand.score < 0.85 * best.score:
+        for score, cand in scored[1:]:
+            if len(chosen) >= MAX_SENTENCES or score < NEIGHBOUR_SHARE * best_score:
                 break
-            if cand in chosen or cand.lang != best.lang or (best.official and not cand.official):
-                continue
-            if any(self._similar(cand, c) for c in chosen):
-                continue
-            chosen.append(cand)
-        return sorted(chosen, key=lambda c: (not c.official, c.row, c.start))
+            if cand.row == best.row and not any(self._similar(cand, c) for c in chosen):
+                chosen.append(cand)
+        fused = [h.score for h in draft.hits]
+        features = {"ranker": best_score, "dense": best.features["dense"], "coverage": best.features["coverage"],
+                    "fused": best.features["fused"], "margin": fused[0] - fused[1] if len(fused) > 1 else 0.0}
+        return sorted(chosen, key=lambda c: c.start), features
 
     def _similar(self, a: Candidate, b: Candidate) -> bool:
-        """Overlapping spans, or two sentences that say the same (e.g. the article and the FAQ)."""
+        """Overlapping spans, or two sentences that say the same thing."""
         if a.row == b.row and not (a.end <= b.start or b.end <= a.start):
             return True
         vectors = self.retriever.index.sentences.vectors.values()
         return any(float(v[a.sid] @ v[b.sid]) > REDUNDANT for v in vectors)
-
-    @staticmethod
-    def _features(hits: list[Hit], chosen: list[Candidate]) -> dict[str, float]:
-        if not hits or not chosen:
-            return {"sentence": 0.0, "dense": 0.0, "overlap": 0.0, "fused": 0.0}
-        best = chosen[0]
-        return {"sentence": best.score, "dense": best.dense, "overlap": best.overlap, "fused": hits[0].score}
 
     # ------------------------------------------------------------ output
 
@@ -217,15 +239,14 @@ class Answerer:
         """Say the material does not cover it; list the nearest passages apart from the answer."""
         citations: list[Citation] = []
         index = self.retriever.index
-        hits = draft.hits
-        for hit in hits[:3]:
-            sentences = self._sentences_by_row.get(hit.row, [])
-            if not sentences:
+        for hit in draft.hits[:3]:
+            sids = self._sentences_by_row.get(hit.row, [])
+            if not sids:
                 continue
-            i = sentences[0]
-            cand = Candidate(i, hit.row, int(index.sentences.start[i]), int(index.sentences.end[i]), hit.score,
-                             hit.dense, 0.0, hit.chunk.kind in OFFICIAL_KINDS, hit.chunk.lang)
-            citation = self._citation(len(citations) + 1, cand, hits)
+            i = sids[0]
+            cand = Candidate(i, hit.row, int(index.sentences.start[i]), int(index.sentences.end[i]),
+                             hit.chunk.kind in OFFICIAL_KINDS, hit.chunk.lang, {})
+            citation = self._citation(len(citations) + 1, cand, draft.hits)
             if verify(citation, index.documents):
                 citations.append(citation)
         return Answer(answer_id, draft.question, ABSTAIN[draft.lang], True, confidence, tuple(citations))

@@ -16,10 +16,12 @@ from kb.text import tokenize
 class Bm25Index:
     """Okapi BM25. ``scores`` returns one score per document, higher is better."""
 
-    def __init__(self, weights: sparse.csc_matrix, vocab: dict[str, int], cjk: str) -> None:
+    def __init__(self, weights: sparse.csc_matrix, vocab: dict[str, int], cjk: str, idf: np.ndarray) -> None:
         self.weights = weights
         self.vocab = vocab
         self.cjk = cjk
+        self.idf = idf
+        self._max_idf = float(idf.max()) if idf.size else 1.0
 
     @classmethod
     def build(cls, texts: Sequence[str], cjk: str = "bigram", k1: float = 1.2, b: float = 0.75) -> Bm25Index:
@@ -42,7 +44,17 @@ class Bm25Index:
         tf = tf.tocoo()
         data = tf.data * (k1 + 1) / (tf.data + norm[tf.row]) * idf[tf.col]
         weights = sparse.csc_matrix((data.astype(np.float32), (tf.row, tf.col)), shape=shape)
-        return cls(weights, vocab, cjk)
+        return cls(weights, vocab, cjk, idf.astype(np.float32))
+
+    def term_weight(self, term: str) -> float:
+        """IDF of ``term``; a term the corpus never uses counts as the rarest."""
+        i = self.vocab.get(term)
+        return float(self.idf[i]) if i is not None else self._max_idf
+
+    def coverage(self, query_terms: set[str], text_terms: set[str]) -> float:
+        """IDF-weighted share of the query's terms that ``text`` contains (0..1)."""
+        total = sum(self.term_weight(t) for t in query_terms)
+        return sum(self.term_weight(t) for t in query_terms & text_terms) / total if total else 0.0
 
     def scores(self, query: str) -> np.ndarray:
         counts = Counter(t for t in tokenize(query, self.cjk) if t in self.vocab)
@@ -54,12 +66,14 @@ class Bm25Index:
 
     def save(self, folder: Path) -> None:
         w = self.weights
-        np.savez(folder / "lexical.npz", data=w.data, indices=w.indices, indptr=w.indptr, shape=np.array(w.shape))
+        np.savez(folder / "lexical.npz", data=w.data, indices=w.indices, indptr=w.indptr, shape=np.array(w.shape),
+                 idf=self.idf)
         (folder / "lexical-vocab.json").write_text(json.dumps({"cjk": self.cjk, "vocab": self.vocab}))
 
     @classmethod
     def load(cls, folder: Path) -> Bm25Index:
         with np.load(folder / "lexical.npz", allow_pickle=False) as z:
             weights = sparse.csc_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            idf = z["idf"]
         meta = json.loads((folder / "lexical-vocab.json").read_text())
-        return cls(weights, meta["vocab"], meta["cjk"])
+        return cls(weights, meta["vocab"], meta["cjk"], idf)

@@ -27,7 +27,7 @@ from kb.lexical import Bm25Index
 from kb.text import sentence_spans
 from kb.types import Chunk, Document
 
-FORMAT = 1
+FORMAT = 2
 LEXICAL = {"cjk": "bigram", "k1": 1.2, "b": 0.75}
 KEEP_VERSIONS = 3
 

@@ -50,9 +50,11 @@ def test_a_citation_that_does_not_match_its_document_fails_verification(kb):
 
 
 def test_thread_sentences_are_labelled_as_community_reports(kb):
-    answer = kb.ask("How much did worker job time drop after moving the fleet to c5?", kinds=["thread"])
-    assert not answer.abstained
-    assert answer.answer.startswith(COMMUNITY["en"]) and all(c.community for c in answer.citations)
+    draft = kb.answerer.draft("How much did worker job time drop after moving the fleet to c5?", kinds=["thread"])
+    always = replace(kb.answerer.calibration, threshold=0.0)
+    answer = kb.answerer.finish(draft, always)
+    assert not answer.abstained and all(c.community for c in answer.citations)
+    assert answer.answer.startswith(COMMUNITY["en"])
 
 
 def test_official_source_wins_over_a_wrong_thread_claim(kb):
