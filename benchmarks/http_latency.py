@@ -1,0 +1,210 @@
+"""HTTP latency of POST /v1/ask against the in-process ``kb.ask`` call, at concurrency 1, 8 and 32.
+
+    python -m benchmarks.http_latency            # temp index built from corpus/
+    KB_INDEX_DIR=.kbq/index python -m benchmarks.http_latency
+
+The server is a real uvicorn process on 127.0.0.1 serving a temporary copy of the index (so the answer log
+it writes never lands beside a real index). Only loopback traffic. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from kb.config import Settings
+from kb.knowledge import KnowledgeBase
+
+QUESTIONS = [
+    "Which regions had C5 at launch?",
+    "Why did AWS move from Xen to KVM?",
+    "What is the Nitro hypervisor?",
+    "Why is the root device /dev/nvme0n1 on C5?",
+    "What does ENA is required for the c5.large instance type mean?",
+    "Is AWS abandoning Xen?",
+    "What is the capital of France?",
+    "换到 C5 后根盘为什么变成 /dev/nvme0n1?",
+    "AWS 为什么从 Xen 换到 KVM?",
+    "C5 刚发布时在哪些区域可用?",
+]
+REQUESTS = 200
+CONCURRENCY = (1, 8, 32)
+WARMUP = 30
+
+
+def prepare_index(workdir: Path) -> Settings:
+    """A private copy of KB_INDEX_DIR, or a fresh build from KB_CORPUS_DIR / corpus/."""
+    env = Settings.from_env()
+    target = workdir / "index"
+    source = os.environ.get("KB_INDEX_DIR")
+    if source and (Path(source) / "manifest.json").exists():
+        shutil.copytree(Path(source).resolve(), target)
+        return Settings(index_dir=target, corpus_dir=env.corpus_dir, embed_model=env.embed_model)
+    from service.indexing import ingest
+
+    settings = Settings(index_dir=target, corpus_dir=env.corpus_dir, embed_model=env.embed_model)
+    print(f"building a temporary index from {settings.corpus_dir} …", file=sys.stderr)
+    ingest(settings)
+    return settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def server(settings: Settings) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "KB_INDEX_DIR": str(settings.index_dir),
+        "KB_EMBED_MODEL": settings.embed_model,
+        "KB_RATE_LIMIT": str(10**9),
+        "KB_API_KEYS": "",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "service.app:app_from_env",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    proc = subprocess.Popen(cmd, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the kbq server did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+async def http_load(
+    url: str, concurrency: int, total: int, path: str = "/v1/ask"
+) -> tuple[list[float], float]:
+    """``total`` requests from ``concurrency`` workers; returns per-request seconds and wall-clock seconds."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+
+        async def request(i: int) -> httpx.Response:
+            if path != "/v1/ask":
+                return await client.get(path)
+            body = {"question": QUESTIONS[i % len(QUESTIONS)], "client": f"bench-c{concurrency}"}
+            return await client.post(path, json=body)
+
+        async def worker() -> None:
+            for i in counter:
+                started = time.perf_counter()
+                (await request(i)).raise_for_status()
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - started
+
+
+def in_process(settings: Settings, total: int) -> tuple[list[float], float]:
+    kb = KnowledgeBase.open(settings)
+    for question in QUESTIONS * 3:
+        kb.ask(question)
+    latencies = []
+    started = time.perf_counter()
+    for i in range(total):
+        t = time.perf_counter()
+        kb.ask(QUESTIONS[i % len(QUESTIONS)])
+        latencies.append(time.perf_counter() - t)
+    return latencies, time.perf_counter() - started
+
+
+def server_side_ms(settings: Settings, concurrency: int) -> float:
+    """p50 of kb.ask as timed inside the server, read from the answer log it wrote."""
+    with closing(sqlite3.connect(settings.feedback_db)) as db:
+        rows = db.execute("SELECT latency_ms FROM answers WHERE client = ?", (f"bench-c{concurrency}",))
+        return float(np.percentile([r[0] for r in rows], 50))
+
+
+Row = tuple[str, int, float, float, float, float | None]
+
+
+def row(name: str, concurrency: int, run: tuple[list[float], float], inside: float | None = None) -> Row:
+    latencies, wall = run
+    ms = np.array(latencies) * 1000
+    p50, p99 = (float(x) for x in np.percentile(ms, [50, 99]))
+    return name, concurrency, p50, p99, len(ms) / wall, inside
+
+
+def measure(settings: Settings) -> list[Row]:
+    # in-process runs before and after the server's, so neither side alone pays for a busy moment
+    rows = [row("in-process kb.ask (before)", 1, in_process(settings, REQUESTS))]
+    with server(settings) as url:
+        asyncio.run(http_load(url, 4, WARMUP))
+        rows.append(
+            row("HTTP GET /healthz (no kb work)", 1, asyncio.run(http_load(url, 1, REQUESTS, "/healthz")))
+        )
+        for c in CONCURRENCY:
+            rows.append(
+                row(
+                    "HTTP POST /v1/ask",
+                    c,
+                    asyncio.run(http_load(url, c, REQUESTS)),
+                    server_side_ms(settings, c),
+                )
+            )
+    rows.append(row("in-process kb.ask (after)", 1, in_process(settings, REQUESTS)))
+    return rows
+
+
+def main() -> None:
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="kbq-bench-") as tmp:
+        rows = measure(prepare_index(Path(tmp)))
+    base = min(r[2] for r in rows if r[0].startswith("in-process"))  # the faster one: no flattering ratios
+    print(
+        f"{REQUESTS} requests per row, {len(QUESTIONS)} questions (en + zh, one unanswerable), one uvicorn "
+        f"worker on 127.0.0.1; {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before and "
+        f"{os.getloadavg()[0]:.1f} after\n"
+    )
+    print(
+        "| path | concurrency | p50 ms | p99 ms | throughput req/s | p50 vs in-process p50 | kb.ask p50 ms in server |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, c, p50, p99, rps, inside in rows:
+        cell = f"{inside:.2f}" if inside is not None else ""
+        print(f"| {name} | {c} | {p50:.2f} | {p99:.2f} | {rps:.0f} | {p50 / base:.2f}× | {cell} |")
+
+
+if __name__ == "__main__":
+    main()

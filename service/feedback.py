@@ -1,0 +1,116 @@
+"""The answer log and its feedback, in SQLite: every answer given is a row; votes join it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kb.types import Answer
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    id TEXT PRIMARY KEY,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    abstained INTEGER NOT NULL,
+    citations TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    client TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answers_created ON answers (created);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    answer_id TEXT NOT NULL REFERENCES answers (id),
+    helpful INTEGER NOT NULL,
+    comment TEXT,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_answer ON feedback (answer_id);
+"""
+
+RECENT = """
+SELECT a.id, a.created, a.question, a.answer, a.abstained, a.confidence, a.client, a.latency_ms,
+       COALESCE(SUM(f.helpful = 1), 0) AS up, COALESCE(SUM(f.helpful = 0), 0) AS down
+FROM answers AS a LEFT JOIN feedback AS f ON f.answer_id = a.id
+GROUP BY a.id ORDER BY a.created DESC, a.rowid DESC LIMIT ?
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class FeedbackStore:
+    """One connection shared under a lock, so it is safe from any thread. (A connection per call would be
+    simpler, but closing the last connection of a WAL database checkpoints it: an fsync on every answer.)"""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; a crash loses at most the last answers
+        self._db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._db:  # one transaction at a time; commits on success, rolls back on error
+            yield self._db
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def log_answer(self, answer: Answer, latency_ms: float, client: str = "api") -> None:
+        citations = json.dumps([c.to_dict() for c in answer.citations], ensure_ascii=False)
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    answer.id,
+                    answer.question,
+                    answer.answer,
+                    int(answer.abstained),
+                    citations,
+                    answer.confidence,
+                    round(latency_ms, 2),
+                    client or "api",
+                    _now(),
+                ),
+            )
+
+    def add_feedback(self, answer_id: str, helpful: bool, comment: str | None = None) -> bool:
+        """Record a vote; False when no answer has that id."""
+        with self._connect() as db:
+            cursor = db.execute(
+                "INSERT INTO feedback (answer_id, helpful, comment, created) "
+                "SELECT id, ?, ?, ? FROM answers WHERE id = ?",
+                (int(helpful), comment, _now(), answer_id),
+            )
+            return cursor.rowcount == 1
+
+    def answer(self, answer_id: str) -> dict[str, Any] | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM answers WHERE id = ?", (answer_id,)).fetchone()
+        if row is None:
+            return None
+        data = dict(row)
+        data["abstained"] = bool(data["abstained"])
+        data["citations"] = json.loads(data["citations"])
+        return data
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest answers first, each with its up and down votes."""
+        with self._connect() as db:
+            rows = db.execute(RECENT, (max(0, limit),)).fetchall()
+        return [{**dict(row), "abstained": bool(row["abstained"])} for row in rows]

@@ -1,0 +1,1 @@
+"""HTTP routes; each module translates between the API models and one kb call."""

@@ -1,0 +1,83 @@
+"""POST /v1/ask and its server-sent-events twin /v1/ask/stream."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from kb.knowledge import KnowledgeBase
+from kb.types import Answer
+from service.deps import AskBody, KnowledgeDep, MetricsDep, StoreDep
+from service.feedback import FeedbackStore
+from service.metrics import Metrics
+from service.models import AnswerOut, AskRequest
+
+router = APIRouter(prefix="/v1")
+
+# One CJK character, or a run of other non-space characters with the spaces after it, or leading spaces.
+_PIECE = re.compile(
+    r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]|[^\s\u2e80-\u9fff\uf900-\ufaff"
+    r"\uff00-\uffef\u3000-\u303f]+\s*|\s+"
+)
+SSE_DOC = {
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "description": "Events `meta`, `citation` (one per citation), `delta` (answer text pieces), `done`.",
+}
+
+
+def answer_and_log(kb: KnowledgeBase, store: FeedbackStore, metrics: Metrics, body: AskRequest) -> Answer:
+    """Answer, then log it once (for feedback and review) and count it."""
+    started = time.perf_counter()
+    answer = kb.ask(body.question, kinds=body.sources or None, langs=body.langs or None)
+    store.log_answer(answer, (time.perf_counter() - started) * 1000, body.client or "api")
+    metrics.answered(answer.abstained)
+    return answer
+
+
+def pieces(text: str) -> list[str]:
+    """Small pieces (words, single CJK characters) whose concatenation is exactly ``text``."""
+    return _PIECE.findall(text)
+
+
+def sse(event: str, data: object) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def events(answer: Answer) -> Iterator[str]:
+    yield sse("meta", {"id": answer.id, "question": answer.question})
+    for citation in answer.citations:
+        yield sse("citation", citation.to_dict())
+    for piece in pieces(answer.answer):
+        yield sse("delta", {"text": piece})
+    yield sse("done", {"id": answer.id, "confidence": answer.confidence, "abstained": answer.abstained})
+
+
+async def _replay(items: list[str]) -> AsyncIterator[str]:
+    # the answer is complete before streaming starts; an async iterator spares a thread hop per event
+    for item in items:
+        yield item
+
+
+@router.post("/ask", response_model=AnswerOut, summary="Answer a question with cited sentences, or abstain")
+def ask(body: AskBody, kb: KnowledgeDep, store: StoreDep, metrics: MetricsDep) -> dict:
+    return answer_and_log(kb, store, metrics, body).to_dict()
+
+
+@router.post(
+    "/ask/stream",
+    response_class=StreamingResponse,
+    responses={200: SSE_DOC},
+    summary="The same answer as /v1/ask, as server-sent events",
+)
+def ask_stream(body: AskBody, kb: KnowledgeDep, store: StoreDep, metrics: MetricsDep) -> StreamingResponse:
+    answer = answer_and_log(kb, store, metrics, body)
+    return StreamingResponse(
+        _replay(list(events(answer))),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

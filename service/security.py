@@ -1,0 +1,131 @@
+"""API keys, a per-caller token-bucket rate limit and a request body size limit."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import error_response
+
+
+def key_id(key: str) -> str:
+    """A short, non-reversible name for an API key, safe to use as a bucket name or in logs."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def valid_key(presented: str | None, keys: tuple[str, ...]) -> bool:
+    """Constant-time comparison against every configured key, so timing reveals nothing about which matched."""
+    if not presented:
+        return False
+    matches = [hmac.compare_digest(presented.encode(), key.encode()) for key in keys]
+    return any(matches)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """``per_minute`` requests a minute per caller, with bursts up to the same number."""
+
+    def __init__(self, per_minute: int, max_callers: int = 10_000) -> None:
+        self.capacity = float(max(1, per_minute))
+        self.rate = self.capacity / 60.0
+        self.max_callers = max_callers
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def take(self, caller: str, now: float | None = None) -> float:
+        """Spend one token; returns 0 when allowed, else the seconds until a token is available."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            bucket = self._buckets.get(caller)
+            if bucket is None:
+                self._forget_idle(now)
+                bucket = self._buckets[caller] = _Bucket(self.capacity, now)
+            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.updated = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return 0.0
+            return (1.0 - bucket.tokens) / self.rate
+
+    def _forget_idle(self, now: float) -> None:
+        if len(self._buckets) < self.max_callers:
+            return
+        full = [
+            k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.capacity
+        ]
+        for k in full:
+            del self._buckets[k]
+
+
+def retry_after(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
+
+
+class BodyLimitMiddleware:
+    """Answer 413 when a request body is larger than ``max_bytes``, by its Content-Length or its actual size.
+
+    The body is read (up to the limit) before the app sees it, so a lying or missing Content-Length
+    cannot push more than ``max_bytes`` into a handler.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._reject(scope, receive, send)
+            return
+        body, more, early = await self._read(receive)
+        if more:
+            await self._reject(scope, receive, send)
+            return
+        await self.app(scope, self._replay(body, early, receive), send)
+
+    async def _read(self, receive: Receive) -> tuple[bytes, bool, Message | None]:
+        """Read the body; ``more`` is True when it passed the limit; ``early`` is a disconnect seen meanwhile."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(parts), False, message
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return b"", True, None
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts), False, None
+
+    @staticmethod
+    def _replay(body: bytes, early: Message | None, receive: Receive) -> Receive:
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return early if early is not None else await receive()
+
+        return replay
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"the request body is larger than the limit of {self.max_bytes} bytes"
+        await error_response(413, "payload_too_large", message, {"Connection": "close"})(scope, receive, send)
