@@ -28,9 +28,17 @@ def load_golden(path: Path = GOLDEN) -> list[Item]:
         if not line.strip():
             continue
         d = json.loads(line)
-        items.append(Item(d["id"], d["lang"], d["question"], bool(d["answerable"]),
-                          tuple((r["doc_id"], r["contains"]) for r in d.get("relevant", [])),
-                          tuple(tuple(g) for g in d.get("must_contain", [])), tuple(d.get("tags", []))))
+        items.append(
+            Item(
+                d["id"],
+                d["lang"],
+                d["question"],
+                bool(d["answerable"]),
+                tuple((r["doc_id"], r["contains"]) for r in d.get("relevant", [])),
+                tuple(tuple(g) for g in d.get("must_contain", [])),
+                tuple(d.get("tags", [])),
+            )
+        )
     return items
 
 

@@ -21,14 +21,31 @@ from evals.metrics import (
     success_at,
     supports,
 )
-from kb.answer import ANSWER_FEATURES, CALIBRATION_FILE, SENTENCE_FEATURES, Calibration, Draft, Logistic, verify
+from kb.answer import (
+    ANSWER_FEATURES,
+    CALIBRATION_FILE,
+    SENTENCE_FEATURES,
+    Calibration,
+    Draft,
+    Logistic,
+    verify,
+)
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
 from kb.types import Answer
 
 BASELINE = Path(__file__).with_name("baseline.json")
-COLUMNS = ("n", "recall@1", "recall@5", "mrr", "ndcg@10", "support", "citation_validity",
-           "abstain_precision", "abstain_recall")
+COLUMNS = (
+    "n",
+    "recall@1",
+    "recall@5",
+    "mrr",
+    "ndcg@10",
+    "support",
+    "citation_validity",
+    "abstain_precision",
+    "abstain_recall",
+)
 
 
 @dataclass(frozen=True)
@@ -55,11 +72,14 @@ def run(kb: KnowledgeBase, items: list[Item], calibration: Calibration | None = 
     return results
 
 
-def _result(item: Item, draft: Draft, ranked: list[bool], n_relevant: int, answer: Answer, documents) -> Result:
+def _result(
+    item: Item, draft: Draft, ranked: list[bool], n_relevant: int, answer: Answer, documents
+) -> Result:
     evidence = answer.answer + " " + " ".join(c.quote for c in answer.citations)
     supported = item.answerable and not answer.abstained and supports(evidence, item.must_contain)
     valid = all(verify(c, documents) for c in answer.citations) and markers_resolve(
-        answer.answer, [c.n for c in answer.citations])
+        answer.answer, [c.n for c in answer.citations]
+    )
     return Result(item, draft, ranked, n_relevant, answer, supported, valid)
 
 
@@ -74,8 +94,9 @@ def refinish(kb: KnowledgeBase, results: list[Result], calibration: Calibration)
 
 def summarise(results: list[Result]) -> dict[str, float]:
     answerable = [r for r in results if r.item.answerable]
-    precision, recall = precision_recall([r.answer.abstained for r in results],
-                                         [not r.item.answerable for r in results])
+    precision, recall = precision_recall(
+        [r.answer.abstained for r in results], [not r.item.answerable for r in results]
+    )
     return {
         "n": len(results),
         "recall@1": mean(success_at(r.ranked, 1) for r in answerable),
@@ -90,9 +111,12 @@ def summarise(results: list[Result]) -> dict[str, float]:
 
 
 def by_language(results: list[Result]) -> dict[str, dict[str, float]]:
-    groups = {"all": results, "en": [r for r in results if r.item.lang == "en"],
-              "zh": [r for r in results if r.item.lang == "zh"],
-              "xling": [r for r in results if "xling" in r.item.tags]}
+    groups = {
+        "all": results,
+        "en": [r for r in results if r.item.lang == "en"],
+        "zh": [r for r in results if r.item.lang == "zh"],
+        "xling": [r for r in results if "xling" in r.item.tags],
+    }
     return {name: summarise(rs) for name, rs in groups.items() if rs}
 
 
@@ -101,7 +125,11 @@ def reliability(results: list[Result], buckets: int = 5) -> list[tuple[str, int,
     rows = []
     for b in range(buckets):
         lo, hi = b / buckets, (b + 1) / buckets
-        inside = [r for r in results if lo <= r.answer.confidence < hi or (b == buckets - 1 and r.answer.confidence == 1)]
+        inside = [
+            r
+            for r in results
+            if lo <= r.answer.confidence < hi or (b == buckets - 1 and r.answer.confidence == 1)
+        ]
         share = mean(float(r.supported) for r in inside)
         rows.append((f"{lo:.1f}-{hi:.1f}", len(inside), share))
     return rows
@@ -138,8 +166,13 @@ def fit_calibration(results: list[Result], kb: KnowledgeBase) -> Calibration:
     ranker = _fit_logistic(np.array(rows), np.array(labels), SENTENCE_FEATURES)
     draft_model = Calibration(ranker, Calibration().confidence, 0.0)
     answered = refinish(kb, results, draft_model)
-    x = np.array([kb.answerer.choose(r.draft, draft_model)[1].get(f, 0.0) if r.draft.candidates else 0.0
-                  for r in answered for f in ANSWER_FEATURES]).reshape(len(answered), len(ANSWER_FEATURES))
+    x = np.array(
+        [
+            kb.answerer.choose(r.draft, draft_model)[1].get(f, 0.0) if r.draft.candidates else 0.0
+            for r in answered
+            for f in ANSWER_FEATURES
+        ]
+    ).reshape(len(answered), len(ANSWER_FEATURES))
     confidence = _fit_logistic(x, np.array([float(r.supported) for r in answered]), ANSWER_FEATURES)
     best, best_score = 0.5, -math.inf
     for threshold in np.linspace(0.05, 0.95, 91):
@@ -158,7 +191,9 @@ def table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def check_baseline(metrics: dict[str, dict[str, float]], baseline: dict, tolerance: float = 0.005) -> list[str]:
+def check_baseline(
+    metrics: dict[str, dict[str, float]], baseline: dict, tolerance: float = 0.005
+) -> list[str]:
     """Metrics that fell below the recorded baseline."""
     drops = []
     for group, values in baseline.items():
@@ -169,8 +204,14 @@ def check_baseline(metrics: dict[str, dict[str, float]], baseline: dict, toleran
     return drops
 
 
-def run_cli(settings: Settings, golden: Path | None, as_json: bool, calibrate: bool, record: bool,
-            build: Callable[[Settings], KnowledgeBase]) -> None:
+def run_cli(
+    settings: Settings,
+    golden: Path | None,
+    as_json: bool,
+    calibrate: bool,
+    record: bool,
+    build: Callable[[Settings], KnowledgeBase],
+) -> None:
     kb = build(settings)
     items = load_golden(golden or GOLDEN)
     results = run(kb, items)

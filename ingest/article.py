@@ -15,8 +15,16 @@ def markdown_document(doc_id: str, kind: str, raw: str) -> Document:
         raise IngestError("no text after the front matter")
     title = str(meta.get("title") or "").strip() or _first_heading(body) or doc_id
     lang = str(meta.get("lang") or detect_lang(body))
-    return Document(doc_id=doc_id, kind=kind, title=title, lang=lang, text=body,
-                    url=_opt(meta.get("url")), author=_opt(meta.get("author")), date=_opt(meta.get("date")))
+    return Document(
+        doc_id=doc_id,
+        kind=kind,
+        title=title,
+        lang=lang,
+        text=body,
+        url=_opt(meta.get("url")),
+        author=_opt(meta.get("author")),
+        date=_opt(meta.get("date")),
+    )
 
 
 def parse_article(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:

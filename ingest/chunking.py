@@ -9,8 +9,13 @@ from typing import Any
 from kb.text import sentence_spans
 from kb.types import Chunk, chunk_id_for
 
-SPLITTER = {"name": "kbq-blocks-sentences", "version": 2, "article_max_chars": 360, "faq_max_chars": 1400,
-            "overlap_sentences": 1}
+SPLITTER = {
+    "name": "kbq-blocks-sentences",
+    "version": 2,
+    "article_max_chars": 360,
+    "faq_max_chars": 1400,
+    "overlap_sentences": 1,
+}
 
 
 def split_span(text: str, start: int, end: int, max_chars: int, overlap: int = 1) -> list[tuple[int, int]]:
@@ -54,11 +59,28 @@ class ChunkMaker:
         self.doc_id, self.kind, self.text, self.lang = doc_id, kind, text, lang
         self._seen: Counter[str] = Counter()
 
-    def make(self, start: int, end: int, *, section: str = "", context: str = "", lang: str | None = None,
-             meta: dict[str, Any] | None = None) -> Chunk:
+    def make(
+        self,
+        start: int,
+        end: int,
+        *,
+        section: str = "",
+        context: str = "",
+        lang: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Chunk:
         piece = self.text[start:end]
         occurrence = self._seen[piece]
         self._seen[piece] += 1
-        return Chunk(chunk_id=chunk_id_for(self.doc_id, piece, occurrence), doc_id=self.doc_id, kind=self.kind,
-                     text=piece, start=start, end=end, lang=lang or self.lang, section=section,
-                     context=context, meta=meta or {})
+        return Chunk(
+            chunk_id=chunk_id_for(self.doc_id, piece, occurrence),
+            doc_id=self.doc_id,
+            kind=self.kind,
+            text=piece,
+            start=start,
+            end=end,
+            lang=lang or self.lang,
+            section=section,
+            context=context,
+            meta=meta or {},
+        )

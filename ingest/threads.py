@@ -74,9 +74,16 @@ def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
         add("\n")
     text = "".join(parts)
     lang = detect_lang(text)
-    doc = Document(doc_id=doc_id, kind="thread", title=title, lang=lang, text=text,
-                   url=REDDIT + permalink if permalink else None, author=post_author,
-                   date=_date(post.get("created_utc")))
+    doc = Document(
+        doc_id=doc_id,
+        kind="thread",
+        title=title,
+        lang=lang,
+        text=text,
+        url=REDDIT + permalink if permalink else None,
+        author=post_author,
+        date=_date(post.get("created_utc")),
+    )
     by_name = {f"t1_{c.id}": c for c in _walk(comments)}
     post_text = f"{title}\n{selftext}".strip()
     maker = ChunkMaker(doc_id, "thread", text, lang)
@@ -84,29 +91,52 @@ def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
     for comment, start, end in spans:
         piece = text[start:end]
         if comment is None:  # a long post splits by paragraph, each piece keeping the title as context
-            meta = {"author": post_author, "score": _int(post.get("score")), "depth": -1, "parent_id": None,
-                    "permalink": doc.url, "position": "post", "date": doc.date}
+            meta = {
+                "author": post_author,
+                "score": _int(post.get("score")),
+                "depth": -1,
+                "parent_id": None,
+                "permalink": doc.url,
+                "position": "post",
+                "date": doc.date,
+            }
             for a, b in _paragraph_pieces(text, start, end):
-                chunks.append(maker.make(a, b, section=title, lang=detect_lang(text[a:b]), context=title,
-                                         meta=meta))
+                chunks.append(
+                    maker.make(a, b, section=title, lang=detect_lang(text[a:b]), context=title, meta=meta)
+                )
             continue
         parent = by_name.get(comment.parent_id)
         context = parent.body if parent and parent.body not in GONE else post_text
-        meta = {"author": comment.author, "score": comment.score, "depth": comment.depth,
-                "parent_id": comment.parent_id, "comment_id": comment.id, "position": "comment",
-                "permalink": REDDIT + comment.permalink if comment.permalink else doc.url,
-                "date": comment.created, "parent_author": parent.author if parent else post_author}
-        chunks.append(maker.make(start, end, section=title, lang=detect_lang(piece),
-                                 context=context[:CONTEXT_CHARS], meta=meta))
+        meta = {
+            "author": comment.author,
+            "score": comment.score,
+            "depth": comment.depth,
+            "parent_id": comment.parent_id,
+            "comment_id": comment.id,
+            "position": "comment",
+            "permalink": REDDIT + comment.permalink if comment.permalink else doc.url,
+            "date": comment.created,
+            "parent_author": parent.author if parent else post_author,
+        }
+        chunks.append(
+            maker.make(
+                start, end, section=title, lang=detect_lang(piece), context=context[:CONTEXT_CHARS], meta=meta
+            )
+        )
     return doc, chunks
 
 
 def _paragraph_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
     max_chars = int(SPLITTER["article_max_chars"])
-    paragraphs = [(start + m.start(), start + m.end()) for m in re.finditer(r"\S(?:.*?\S)?(?=\n\s*\n|\Z)",
-                                                                          text[start:end], re.S)]
-    return [piece for a, b in pack_blocks(paragraphs, max_chars)
-            for piece in split_span(text, a, b, max_chars, int(SPLITTER["overlap_sentences"]))]
+    paragraphs = [
+        (start + m.start(), start + m.end())
+        for m in re.finditer(r"\S(?:.*?\S)?(?=\n\s*\n|\Z)", text[start:end], re.S)
+    ]
+    return [
+        piece
+        for a, b in pack_blocks(paragraphs, max_chars)
+        for piece in split_span(text, a, b, max_chars, int(SPLITTER["overlap_sentences"]))
+    ]
 
 
 def _read_export(data: Any) -> tuple[dict[str, Any], list[_Comment]]:
@@ -140,10 +170,16 @@ def _children(listing: Any) -> list[dict[str, Any]]:
 
 
 def _comment(data: dict[str, Any], depth: int) -> _Comment:
-    return _Comment(id=str(data.get("id") or ""), author=_author(data.get("author")),
-                    body=html.unescape(str(data.get("body") or "")).strip(), score=_int(data.get("score")),
-                    created=_date(data.get("created_utc")), permalink=str(data.get("permalink") or ""),
-                    parent_id=str(data.get("parent_id") or ""), depth=depth)
+    return _Comment(
+        id=str(data.get("id") or ""),
+        author=_author(data.get("author")),
+        body=html.unescape(str(data.get("body") or "")).strip(),
+        score=_int(data.get("score")),
+        created=_date(data.get("created_utc")),
+        permalink=str(data.get("permalink") or ""),
+        parent_id=str(data.get("parent_id") or ""),
+        depth=depth,
+    )
 
 
 def _walk(comments: list[_Comment]) -> list[_Comment]:

@@ -32,13 +32,22 @@ NEIGHBOUR_SHARE = 0.5  # a second sentence must score at least this share of the
 REDUNDANT = 0.85  # sentence-vector cosine above which a second sentence adds nothing
 ABSTAIN = {
     "en": "The material does not cover this question. The nearest passages are listed for you to check; "
-          "they are not an answer.",
+    "they are not an answer.",
     "zh": "资料中没有涉及这个问题。下面列出最接近的段落供你核对,它们并不是答案。",
 }
 COMMUNITY = {"en": "Community report: ", "zh": "社区反馈:"}
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
-SENTENCE_FEATURES = ("dense", "coverage", "chunk_coverage", "fused", "inverse_rank", "same_lang", "official",
-                     "lead", "question_match")
+SENTENCE_FEATURES = (
+    "dense",
+    "coverage",
+    "chunk_coverage",
+    "fused",
+    "inverse_rank",
+    "same_lang",
+    "official",
+    "lead",
+    "question_match",
+)
 ANSWER_FEATURES = ("ranker", "dense", "coverage", "fused", "margin")
 
 
@@ -60,11 +69,27 @@ class Logistic:
 class Calibration:
     """The sentence ranker, the confidence model and the abstention threshold."""
 
-    ranker: Logistic = field(default_factory=lambda: Logistic(
-        {"dense": 4.0, "coverage": 3.0, "chunk_coverage": 1.0, "fused": 0.3, "inverse_rank": 1.0,
-         "same_lang": 0.5, "official": 0.8, "lead": 0.5, "question_match": 2.0}, -7.0))
-    confidence: Logistic = field(default_factory=lambda: Logistic(
-        {"ranker": 4.0, "dense": 3.0, "coverage": 2.0, "fused": 0.2, "margin": 0.2}, -5.0))
+    ranker: Logistic = field(
+        default_factory=lambda: Logistic(
+            {
+                "dense": 4.0,
+                "coverage": 3.0,
+                "chunk_coverage": 1.0,
+                "fused": 0.3,
+                "inverse_rank": 1.0,
+                "same_lang": 0.5,
+                "official": 0.8,
+                "lead": 0.5,
+                "question_match": 2.0,
+            },
+            -7.0,
+        )
+    )
+    confidence: Logistic = field(
+        default_factory=lambda: Logistic(
+            {"ranker": 4.0, "dense": 3.0, "coverage": 2.0, "fused": 0.2, "margin": 0.2}, -5.0
+        )
+    )
     threshold: float = 0.5
 
     @classmethod
@@ -75,9 +100,11 @@ class Calibration:
         return cls(Logistic(**data["ranker"]), Logistic(**data["confidence"]), float(data["threshold"]))
 
     def to_dict(self) -> dict:
-        return {"ranker": {"coef": dict(self.ranker.coef), "bias": self.ranker.bias},
-                "confidence": {"coef": dict(self.confidence.coef), "bias": self.confidence.bias},
-                "threshold": self.threshold}
+        return {
+            "ranker": {"coef": dict(self.ranker.coef), "bias": self.ranker.bias},
+            "confidence": {"coef": dict(self.confidence.coef), "bias": self.confidence.bias},
+            "threshold": self.threshold,
+        }
 
 
 @dataclass(frozen=True)
@@ -106,15 +133,20 @@ def check_question(question: str) -> str:
     if not question:
         raise InvalidQuestion("the question is empty")
     if len(question) > MAX_QUESTION_CHARS:
-        raise InvalidQuestion(f"the question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+        raise InvalidQuestion(
+            f"the question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
+        )
     return question
 
 
 def verify(citation: Citation, documents: dict[str, Document]) -> bool:
     """A citation is valid only if its quote is exactly the cited span of its document."""
     doc = documents.get(citation.doc_id)
-    return (doc is not None and 0 <= citation.start < citation.end <= len(doc.text)
-            and doc.text[citation.start : citation.end] == citation.quote)
+    return (
+        doc is not None
+        and 0 <= citation.start < citation.end <= len(doc.text)
+        and doc.text[citation.start : citation.end] == citation.quote
+    )
 
 
 class Answerer:
@@ -125,12 +157,14 @@ class Answerer:
         for i, row in enumerate(retriever.index.sentences.chunk_row.tolist()):
             self._sentences_by_row.setdefault(row, []).append(i)
 
-    def answer(self, question: str, kinds: Collection[str] | None = None,
-               langs: Collection[str] | None = None) -> Answer:
+    def answer(
+        self, question: str, kinds: Collection[str] | None = None, langs: Collection[str] | None = None
+    ) -> Answer:
         return self.finish(self.draft(question, kinds, langs))
 
-    def draft(self, question: str, kinds: Collection[str] | None = None,
-              langs: Collection[str] | None = None) -> Draft:
+    def draft(
+        self, question: str, kinds: Collection[str] | None = None, langs: Collection[str] | None = None
+    ) -> Draft:
         """Retrieve and featurise candidate sentences, before any model decides."""
         question = check_question(question)
         signals = self.retriever.signals(question)
@@ -149,8 +183,12 @@ class Answerer:
         for cand in chosen:
             citation = self._citation(len(citations) + 1, cand, draft.hits)
             if not verify(citation, self.retriever.index.documents):
-                log.warning("dropped a citation that failed verification: %s %d-%d", citation.doc_id,
-                            citation.start, citation.end)
+                log.warning(
+                    "dropped a citation that failed verification: %s %d-%d",
+                    citation.doc_id,
+                    citation.start,
+                    citation.end,
+                )
                 continue
             citations.append(citation)
             prefix = "" if cand.official else COMMUNITY[draft.lang]
@@ -173,7 +211,9 @@ class Answerer:
             sids = self._sentences_by_row.get(hit.row, [])
             sims = {i: self._dense(i, vectors) for i in sids}
             question_match = max(sims.values(), default=0.0)
-            chunk_coverage = lexical.coverage(q_terms, set(tokenize(hit.chunk.context + " " + hit.chunk.text)))
+            chunk_coverage = lexical.coverage(
+                q_terms, set(tokenize(hit.chunk.context + " " + hit.chunk.text))
+            )
             lead = True
             for i in sids:
                 start, end = int(index.sentences.start[i]), int(index.sentences.end[i])
@@ -181,13 +221,21 @@ class Answerer:
                 if len(text) < 6 or text.endswith(("?", "\uff1f", ":", "\uff1a")):
                     continue  # questions and lead-ins to a list or code block are not answers
                 lang = detect_lang(text) if hit.chunk.kind == "thread" else hit.chunk.lang
-                features = {"dense": sims[i], "coverage": lexical.coverage(q_terms, set(tokenize(text))),
-                            "chunk_coverage": chunk_coverage, "fused": hit.score, "inverse_rank": 1.0 / hit.rank,
-                            "same_lang": float(lang == signals.query_lang),
-                            "official": float(hit.chunk.kind in OFFICIAL_KINDS), "lead": float(lead),
-                            "question_match": question_match}
+                features = {
+                    "dense": sims[i],
+                    "coverage": lexical.coverage(q_terms, set(tokenize(text))),
+                    "chunk_coverage": chunk_coverage,
+                    "fused": hit.score,
+                    "inverse_rank": 1.0 / hit.rank,
+                    "same_lang": float(lang == signals.query_lang),
+                    "official": float(hit.chunk.kind in OFFICIAL_KINDS),
+                    "lead": float(lead),
+                    "question_match": question_match,
+                }
                 lead = False
-                out.append(Candidate(i, hit.row, start, end, hit.chunk.kind in OFFICIAL_KINDS, lang, features))
+                out.append(
+                    Candidate(i, hit.row, start, end, hit.chunk.kind in OFFICIAL_KINDS, lang, features)
+                )
         return out
 
     def _dense(self, sid: int, vectors: Mapping[str, np.ndarray]) -> float:
@@ -210,8 +258,13 @@ class Answerer:
             if cand.row == best.row and not any(self._similar(cand, c) for c in chosen):
                 chosen.append(cand)
         fused = [h.score for h in draft.hits]
-        features = {"ranker": best_score, "dense": best.features["dense"], "coverage": best.features["coverage"],
-                    "fused": best.features["fused"], "margin": fused[0] - fused[1] if len(fused) > 1 else 0.0}
+        features = {
+            "ranker": best_score,
+            "dense": best.features["dense"],
+            "coverage": best.features["coverage"],
+            "fused": best.features["fused"],
+            "margin": fused[0] - fused[1] if len(fused) > 1 else 0.0,
+        }
         return sorted(chosen, key=lambda c: c.start), features
 
     def _similar(self, a: Candidate, b: Candidate) -> bool:
@@ -229,11 +282,22 @@ class Answerer:
         score = next((h.score for h in hits if h.row == cand.row), 0.0)
         meta = chunk.meta or {}
         return Citation(
-            n=n, chunk_id=chunk.chunk_id, doc_id=doc.doc_id, source=doc.kind, title=doc.title,
-            section=chunk.section, url=meta.get("permalink") or meta.get("url") or doc.url,
-            author=meta.get("author") or doc.author, date=meta.get("date") or doc.date, lang=chunk.lang,
-            quote=doc.text[cand.start : cand.end], start=cand.start, end=cand.end, score=round(score, 4),
-            community=chunk.kind == "thread")
+            n=n,
+            chunk_id=chunk.chunk_id,
+            doc_id=doc.doc_id,
+            source=doc.kind,
+            title=doc.title,
+            section=chunk.section,
+            url=meta.get("permalink") or meta.get("url") or doc.url,
+            author=meta.get("author") or doc.author,
+            date=meta.get("date") or doc.date,
+            lang=chunk.lang,
+            quote=doc.text[cand.start : cand.end],
+            start=cand.start,
+            end=cand.end,
+            score=round(score, 4),
+            community=chunk.kind == "thread",
+        )
 
     def _abstain(self, answer_id: str, draft: Draft, confidence: float) -> Answer:
         """Say the material does not cover it; list the nearest passages apart from the answer."""
@@ -244,8 +308,15 @@ class Answerer:
             if not sids:
                 continue
             i = sids[0]
-            cand = Candidate(i, hit.row, int(index.sentences.start[i]), int(index.sentences.end[i]),
-                             hit.chunk.kind in OFFICIAL_KINDS, hit.chunk.lang, {})
+            cand = Candidate(
+                i,
+                hit.row,
+                int(index.sentences.start[i]),
+                int(index.sentences.end[i]),
+                hit.chunk.kind in OFFICIAL_KINDS,
+                hit.chunk.lang,
+                {},
+            )
             citation = self._citation(len(citations) + 1, cand, draft.hits)
             if verify(citation, index.documents):
                 citations.append(citation)

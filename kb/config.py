@@ -58,5 +58,7 @@ class Settings:
             slack_app_token=env.get("SLACK_APP_TOKEN", ""),
             slack_api_url=env.get("SLACK_API_URL", ""),
             public_url=env.get("KB_PUBLIC_URL", "http://127.0.0.1:8000"),
+            max_body_bytes=int(env.get("KB_MAX_BODY_BYTES", "16384") or 16384),
+            reload_interval=float(env.get("KB_RELOAD_INTERVAL", "2.0") or 2.0),
         )
         return replace(settings, **overrides)  # type: ignore[arg-type]

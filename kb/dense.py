@@ -24,7 +24,9 @@ class DenseIndex:
         return int(self.index.ntotal)
 
     def vectors(self) -> np.ndarray:
-        return self.index.reconstruct_n(0, self.size) if self.size else np.zeros((0, self.index.d), np.float32)
+        return (
+            self.index.reconstruct_n(0, self.size) if self.size else np.zeros((0, self.index.d), np.float32)
+        )
 
     def scores(self, query: np.ndarray) -> np.ndarray:
         """Cosine similarity of ``query`` to every stored vector, in storage order."""

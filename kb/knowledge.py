@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from kb.answer import Answerer, Calibration
+from kb.answer import Answerer, Calibration, check_question
 from kb.config import Settings
 from kb.embed import Embedder, embedder_names, load_embedder
 from kb.retrieve import Retriever, Weights
@@ -28,15 +28,21 @@ def embedders_for(settings: Settings) -> list[Embedder]:
     return [load_embedder(name, settings.model_cache_dir) for name in embedder_names(settings.embed_model)]
 
 
-def build_index(settings: Settings, sources: list[SourceRecord], splitter: dict, rebuild: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> UpdateReport:
+def build_index(
+    settings: Settings,
+    sources: list[SourceRecord],
+    splitter: dict,
+    rebuild: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> UpdateReport:
     """Incrementally (re)build the index folder named by ``settings.index_dir``."""
     return update_index(settings.index_dir, sources, embedders_for(settings), splitter, rebuild, progress)
 
 
 class KnowledgeBase:
-    def __init__(self, settings: Settings, weights: Weights | None = None,
-                 calibration: Calibration | None = None) -> None:
+    def __init__(
+        self, settings: Settings, weights: Weights | None = None, calibration: Calibration | None = None
+    ) -> None:
         self.settings = settings
         self._weights = weights
         self._calibration = calibration
@@ -83,13 +89,19 @@ class KnowledgeBase:
             self._state = self._load()
         return True
 
-    def ask(self, question: str, kinds: Collection[str] | None = None,
-            langs: Collection[str] | None = None) -> Answer:
+    def ask(
+        self, question: str, kinds: Collection[str] | None = None, langs: Collection[str] | None = None
+    ) -> Answer:
         return self._state.answerer.answer(question, kinds=kinds, langs=langs)
 
-    def search(self, query: str, k: int = 10, kinds: Collection[str] | None = None,
-               langs: Collection[str] | None = None) -> list[Hit]:
-        return self._state.retriever.search(query, k=k, kinds=kinds, langs=langs)
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        kinds: Collection[str] | None = None,
+        langs: Collection[str] | None = None,
+    ) -> list[Hit]:
+        return self._state.retriever.search(check_question(query), k=k, kinds=kinds, langs=langs)
 
     def documents(self) -> list[Document]:
         return sorted(self._state.index.documents.values(), key=lambda d: d.doc_id)
@@ -99,5 +111,10 @@ class KnowledgeBase:
 
     def stats(self) -> dict[str, object]:
         index = self._state.index
-        return {"version": index.version, "documents": len(index.documents), "chunks": len(index.chunks),
-                "embedders": [e["id"] for e in index.manifest["embedders"]], "path": str(Path(index.path))}
+        return {
+            "version": index.version,
+            "documents": len(index.documents),
+            "chunks": len(index.chunks),
+            "embedders": [e["id"] for e in index.manifest["embedders"]],
+            "path": str(Path(index.path)),
+        }

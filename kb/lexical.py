@@ -66,8 +66,14 @@ class Bm25Index:
 
     def save(self, folder: Path) -> None:
         w = self.weights
-        np.savez(folder / "lexical.npz", data=w.data, indices=w.indices, indptr=w.indptr, shape=np.array(w.shape),
-                 idf=self.idf)
+        np.savez(
+            folder / "lexical.npz",
+            data=w.data,
+            indices=w.indices,
+            indptr=w.indptr,
+            shape=np.array(w.shape),
+            idf=self.idf,
+        )
         (folder / "lexical-vocab.json").write_text(json.dumps({"cjk": self.cjk, "vocab": self.vocab}))
 
     @classmethod

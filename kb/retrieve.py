@@ -126,8 +126,14 @@ class Retriever:
             mask &= np.isin(self._langs, list(langs))
         return mask
 
-    def search(self, query: str, k: int = 10, kinds: Collection[str] | None = None,
-               langs: Collection[str] | None = None, signals: Signals | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        kinds: Collection[str] | None = None,
+        langs: Collection[str] | None = None,
+        signals: Signals | None = None,
+    ) -> list[Hit]:
         """The ``k`` best chunks for ``query``, optionally only of some source kinds or languages."""
         signals = signals or self.signals(query)
         fused = self.fused(signals)
@@ -135,7 +141,15 @@ class Retriever:
         hits = []
         for rank, row in enumerate(topk(fused, k, self.mask(kinds, langs))):
             explain = {name: float(scores[row]) for name, scores in signals.raw.items()}
-            hits.append(Hit(chunk=self.index.chunks[row], score=float(fused[row]),
-                            dense=explain.get(primary, 0.0) if primary else 0.0,
-                            lexical=explain[LEXICAL], rank=rank + 1, row=int(row), explain=explain))
+            hits.append(
+                Hit(
+                    chunk=self.index.chunks[row],
+                    score=float(fused[row]),
+                    dense=explain.get(primary, 0.0) if primary else 0.0,
+                    lexical=explain[LEXICAL],
+                    rank=rank + 1,
+                    row=int(row),
+                    explain=explain,
+                )
+            )
         return hits

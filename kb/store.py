@@ -92,8 +92,12 @@ def _slug(model_id: str) -> str:
 
 
 def _expected(embedders: list[Embedder], splitter: dict) -> dict:
-    return {"format": FORMAT, "embedders": [{"id": e.model_id, "dim": e.dim} for e in embedders],
-            "splitter": splitter, "lexical": LEXICAL}
+    return {
+        "format": FORMAT,
+        "embedders": [{"id": e.model_id, "dim": e.dim} for e in embedders],
+        "splitter": splitter,
+        "lexical": LEXICAL,
+    }
 
 
 # ---------------------------------------------------------------- reading
@@ -109,12 +113,16 @@ def load_index(index_dir: Path, model_ids: list[str] | None = None) -> LoadedInd
     try:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
         if manifest.get("format") != FORMAT:
-            raise IndexUnavailable(f"index at {index_dir} has format {manifest.get('format')}, this kbq reads "
-                                   f"format {FORMAT}: run `kbq ingest --rebuild`")
+            raise IndexUnavailable(
+                f"index at {index_dir} has format {manifest.get('format')}, this kbq reads "
+                f"format {FORMAT}: run `kbq ingest --rebuild`"
+            )
         built = [e["id"] for e in manifest["embedders"]]
         if model_ids is not None and built != model_ids:
-            raise IndexUnavailable(f"index at {index_dir} was built with {'+'.join(built)} but KB_EMBED_MODEL "
-                                   f"asks for {'+'.join(model_ids)}: run `kbq ingest` to rebuild it")
+            raise IndexUnavailable(
+                f"index at {index_dir} was built with {'+'.join(built)} but KB_EMBED_MODEL "
+                f"asks for {'+'.join(model_ids)}: run `kbq ingest` to rebuild it"
+            )
         documents = {d["doc_id"]: Document(**d) for d in _read_jsonl(path / "documents.jsonl")}
         chunks = [Chunk.from_dict(c) for c in _read_jsonl(path / "chunks.jsonl")]
         dense = {mid: DenseIndex.load(path / f"dense-{_slug(mid)}.faiss") for mid in built}
@@ -124,13 +132,21 @@ def load_index(index_dir: Path, model_ids: list[str] | None = None) -> LoadedInd
     except IndexUnavailable:
         raise
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise IndexUnavailable(f"index at {index_dir} is corrupt ({type(exc).__name__}: {str(exc)[:120]}): "
-                               "run `kbq ingest --rebuild`") from None
+        raise IndexUnavailable(
+            f"index at {index_dir} is corrupt ({type(exc).__name__}: {str(exc)[:120]}): "
+            "run `kbq ingest --rebuild`"
+        ) from None
     return LoadedIndex(path, manifest, documents, chunks, dense, lexical, sentences)
 
 
-def _check(manifest: dict, documents: dict[str, Document], chunks: list[Chunk], dense: dict[str, DenseIndex],
-           lexical: Bm25Index, sentences: Sentences) -> None:
+def _check(
+    manifest: dict,
+    documents: dict[str, Document],
+    chunks: list[Chunk],
+    dense: dict[str, DenseIndex],
+    lexical: Bm25Index,
+    sentences: Sentences,
+) -> None:
     if manifest["counts"]["chunks"] != len(chunks) or manifest["counts"]["documents"] != len(documents):
         raise ValueError("chunk or document count differs from the manifest")
     if any(d.size != len(chunks) for d in dense.values()) or lexical.weights.shape[0] != len(chunks):
@@ -178,8 +194,14 @@ class _Doc:
     digest: str
 
 
-def update_index(index_dir: Path, sources: list[SourceRecord], embedders: list[Embedder], splitter: dict,
-                 rebuild: bool = False, progress: Callable[[int, int], None] | None = None) -> UpdateReport:
+def update_index(
+    index_dir: Path,
+    sources: list[SourceRecord],
+    embedders: list[Embedder],
+    splitter: dict,
+    rebuild: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> UpdateReport:
     """Bring the index in line with ``sources``: embed only added or changed documents, drop
     removed ones, keep the old version of a document whose source fails to load."""
     index_dir = Path(index_dir)
@@ -214,8 +236,9 @@ def update_index(index_dir: Path, sources: list[SourceRecord], embedders: list[E
     return report
 
 
-def _previous(index_dir: Path, embedders: list[Embedder], splitter: dict, rebuild: bool,
-              report: UpdateReport) -> dict[str, _Doc]:
+def _previous(
+    index_dir: Path, embedders: list[Embedder], splitter: dict, rebuild: bool, report: UpdateReport
+) -> dict[str, _Doc]:
     if not (index_dir / "manifest.json").exists():
         return {}
     if rebuild:
@@ -245,16 +268,25 @@ def _split_by_document(loaded: LoadedIndex) -> dict[str, _Doc]:
         rows = rows_by_doc.get(doc_id, [])
         first = rows[0] if rows else 0
         mask = np.isin(s.chunk_row, rows)
-        spans = [(int(r) - first, int(a), int(b)) for r, a, b in zip(s.chunk_row[mask], s.start[mask],
-                                                                     s.end[mask], strict=True)]
-        out[doc_id] = _Doc(document, [loaded.chunks[r] for r in rows], {m: v[rows] for m, v in vectors.items()},
-                           spans, {m: v[mask] for m, v in s.vectors.items()},
-                           loaded.manifest["documents"][doc_id]["hash"])
+        spans = [
+            (int(r) - first, int(a), int(b))
+            for r, a, b in zip(s.chunk_row[mask], s.start[mask], s.end[mask], strict=True)
+        ]
+        out[doc_id] = _Doc(
+            document,
+            [loaded.chunks[r] for r in rows],
+            {m: v[rows] for m, v in vectors.items()},
+            spans,
+            {m: v[mask] for m, v in s.vectors.items()},
+            loaded.manifest["documents"][doc_id]["hash"],
+        )
     return out
 
 
 def _embed(document: Document, chunks: list[Chunk], digest: str, embedders: list[Embedder]) -> _Doc:
-    spans = [(i, a, b) for i, c in enumerate(chunks) for a, b in sentence_spans(document.text, c.start, c.end)]
+    spans = [
+        (i, a, b) for i, c in enumerate(chunks) for a, b in sentence_spans(document.text, c.start, c.end)
+    ]
     texts = [indexed_text(c) for c in chunks]
     sentence_texts = [document.text[a:b] for _, a, b in spans]
     vectors = {e.model_id: e.embed_documents(texts) for e in embedders}
@@ -283,21 +315,34 @@ def _write(index_dir: Path, docs: list[_Doc], embedders: list[Embedder], splitte
             starts.append(a)
             ends.append(b)
         offset += len(d.chunks)
-    np.savez(tmp / "sentences.npz", chunk_row=np.array(rows, np.int32), start=np.array(starts, np.int32),
-             end=np.array(ends, np.int32))
+    np.savez(
+        tmp / "sentences.npz",
+        chunk_row=np.array(rows, np.int32),
+        start=np.array(starts, np.int32),
+        end=np.array(ends, np.int32),
+    )
     for e in embedders:
         mid = e.model_id
         chunk_vectors = np.vstack([d.vectors[mid] for d in docs] or [np.zeros((0, e.dim), np.float32)])
         DenseIndex.build(chunk_vectors.reshape(-1, e.dim)).save(tmp / f"dense-{_slug(mid)}.faiss")
         sent = np.vstack([d.sentence_vectors[mid] for d in docs] or [np.zeros((0, e.dim), np.float32)])
         np.save(tmp / f"sentences-{_slug(mid)}.npy", sent.reshape(-1, e.dim).astype(np.float32))
-    Bm25Index.build([indexed_text(c) for c in chunks], cjk=str(LEXICAL["cjk"]), k1=float(LEXICAL["k1"]),
-                    b=float(LEXICAL["b"])).save(tmp)
-    manifest = {**_expected(embedders, splitter), "version": version,
-                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "documents": {d.document.doc_id: {"hash": d.digest, "kind": d.document.kind,
-                                                  "chunks": len(d.chunks)} for d in docs},
-                "counts": {"documents": len(docs), "chunks": len(chunks), "sentences": len(starts)}}
+    Bm25Index.build(
+        [indexed_text(c) for c in chunks],
+        cjk=str(LEXICAL["cjk"]),
+        k1=float(LEXICAL["k1"]),
+        b=float(LEXICAL["b"]),
+    ).save(tmp)
+    manifest = {
+        **_expected(embedders, splitter),
+        "version": version,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "documents": {
+            d.document.doc_id: {"hash": d.digest, "kind": d.document.kind, "chunks": len(d.chunks)}
+            for d in docs
+        },
+        "counts": {"documents": len(docs), "chunks": len(chunks), "sentences": len(starts)},
+    }
     (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     final = versions / version
     tmp.rename(final)

@@ -113,5 +113,11 @@ class Answer:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Answer:
         citations = tuple(Citation(**c) for c in data.get("citations", []))
-        return cls(id=data["id"], question=data["question"], answer=data["answer"], abstained=data["abstained"],
-                   confidence=data["confidence"], citations=citations)
+        return cls(
+            id=data["id"],
+            question=data["question"],
+            answer=data["answer"],
+            abstained=data["abstained"],
+            confidence=data["confidence"],
+            citations=citations,
+        )

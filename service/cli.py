@@ -33,8 +33,9 @@ def _open_kb(settings: Settings, build_if_missing: bool = False):  # type: ignor
     from kb.store import IndexUnavailable
 
     if build_if_missing and not (settings.index_dir / "manifest.json").exists():
-        click.echo(f"No index at {settings.index_dir} yet: building one from {settings.corpus_dir} first…",
-                   err=True)
+        click.echo(
+            f"No index at {settings.index_dir} yet: building one from {settings.corpus_dir} first…", err=True
+        )
         _run_ingest(settings, None, rebuild=False, as_json=False, quiet=True)
     try:
         return KnowledgeBase.open(settings)
@@ -84,8 +85,9 @@ def ingest(path: Path | None, rebuild: bool, as_json: bool) -> None:
 @click.option("--url", envvar="KBQ_URL", default=None, help="Ask a running kbq service instead.")
 @click.option("--source", "kinds", multiple=True, type=click.Choice(["article", "faq", "thread"]))
 @click.option("--lang", "langs", multiple=True, type=click.Choice(["en", "zh"]))
-def ask(question: tuple[str, ...], as_json: bool, url: str | None, kinds: tuple[str, ...],
-        langs: tuple[str, ...]) -> None:
+def ask(
+    question: tuple[str, ...], as_json: bool, url: str | None, kinds: tuple[str, ...], langs: tuple[str, ...]
+) -> None:
     """Answer QUESTION with cited sentences, or abstain (exit 3)."""
     from kb.answer import InvalidQuestion, check_question
     from service.render import answer_text
@@ -100,7 +102,7 @@ def ask(question: tuple[str, ...], as_json: bool, url: str | None, kinds: tuple[
 
         data = ask_remote(url, text, kinds, langs)
     else:
-        data = _open_kb(_settings(), build_if_missing=True).ask(text, kinds=kinds, langs=langs).to_dict()
+        data = _ask_locally(_settings(), text, kinds, langs)
     if as_json:
         _emit(data)
     else:
@@ -110,6 +112,22 @@ def ask(question: tuple[str, ...], as_json: bool, url: str | None, kinds: tuple[
     sys.exit(EXIT_ABSTAINED if data["abstained"] else 0)
 
 
+def _ask_locally(settings: Settings, question: str, kinds: tuple[str, ...], langs: tuple[str, ...]) -> dict:
+    """Answer in this process and log the answer like the service does, so feedback can find it."""
+    import time
+
+    from service.feedback import FeedbackStore
+
+    started = time.perf_counter()
+    answer = _open_kb(settings, build_if_missing=True).ask(question, kinds=kinds, langs=langs)
+    store = FeedbackStore(settings.feedback_db)
+    try:
+        store.log_answer(answer, (time.perf_counter() - started) * 1000, "cli")
+    finally:
+        store.close()
+    return answer.to_dict()
+
+
 @main.command()
 @click.argument("query", nargs=-1, required=True)
 @click.option("-k", default=8, show_default=True, help="Number of hits.")
@@ -117,13 +135,25 @@ def ask(question: tuple[str, ...], as_json: bool, url: str | None, kinds: tuple[
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--source", "kinds", multiple=True, type=click.Choice(["article", "faq", "thread"]))
 @click.option("--lang", "langs", multiple=True, type=click.Choice(["en", "zh"]))
-def search(query: tuple[str, ...], k: int, explain: bool, as_json: bool, kinds: tuple[str, ...],
-           langs: tuple[str, ...]) -> None:
+def search(
+    query: tuple[str, ...],
+    k: int,
+    explain: bool,
+    as_json: bool,
+    kinds: tuple[str, ...],
+    langs: tuple[str, ...],
+) -> None:
     """Show the passages retrieval ranks highest for QUERY."""
+    from kb.answer import InvalidQuestion
     from service.render import hits_text
     from service.schemas import hit_dict
 
-    hits = _open_kb(_settings(), build_if_missing=True).search(" ".join(query), k=k, kinds=kinds, langs=langs)
+    try:
+        hits = _open_kb(_settings(), build_if_missing=True).search(
+            " ".join(query), k=k, kinds=kinds, langs=langs
+        )
+    except InvalidQuestion as exc:
+        raise click.UsageError(str(exc)) from None
     if as_json:
         _emit([hit_dict(h) for h in hits])
     else:
@@ -135,8 +165,18 @@ def search(query: tuple[str, ...], k: int, explain: bool, as_json: bool, kinds: 
 def docs(as_json: bool) -> None:
     """List the indexed documents."""
     kb = _open_kb(_settings(), build_if_missing=True)
-    rows = [{"doc_id": d.doc_id, "kind": d.kind, "lang": d.lang, "title": d.title, "date": d.date,
-             "url": d.url, "chunks": kb.index.manifest["documents"][d.doc_id]["chunks"]} for d in kb.documents()]
+    rows = [
+        {
+            "doc_id": d.doc_id,
+            "kind": d.kind,
+            "lang": d.lang,
+            "title": d.title,
+            "date": d.date,
+            "url": d.url,
+            "chunks": kb.index.manifest["documents"][d.doc_id]["chunks"],
+        }
+        for d in kb.documents()
+    ]
     if as_json:
         _emit(rows)
         return
@@ -146,15 +186,23 @@ def docs(as_json: bool) -> None:
 
 @main.command(name="eval")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--calibrate", is_flag=True, help="Refit the confidence calibration and write kb/calibration.json.")
+@click.option(
+    "--calibrate", is_flag=True, help="Refit the confidence calibration and write kb/calibration.json."
+)
 @click.option("--record", is_flag=True, help="Record these metrics as the baseline the test suite guards.")
 @click.option("--golden", type=click.Path(path_type=Path), default=None, help="Golden set (JSONL).")
 def eval_(as_json: bool, calibrate: bool, record: bool, golden: Path | None) -> None:
     """Run the golden-set evaluation and print metrics per language."""
     from evals.runner import run_cli
 
-    run_cli(_settings(), golden=golden, as_json=as_json, calibrate=calibrate, record=record,
-            build=lambda s: _open_kb(s, True))
+    run_cli(
+        _settings(),
+        golden=golden,
+        as_json=as_json,
+        calibrate=calibrate,
+        record=record,
+        build=lambda s: _open_kb(s, True),
+    )
 
 
 @main.command()
@@ -169,7 +217,9 @@ def serve(host: str, port: int) -> None:
     settings = _settings()
     _open_kb(settings, build_if_missing=True)
     click.echo(f"kbq serving on http://{host}:{port}/", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=os.environ.get("KB_LOG_LEVEL", "warning"))
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level=os.environ.get("KB_LOG_LEVEL", "warning")
+    )
 
 
 @main.command()
@@ -185,7 +235,9 @@ def feedback(limit: int, as_json: bool) -> None:
         return
     for r in rows:
         votes = f"+{r['up']} -{r['down']}"
-        click.echo(f"{r['created'][:19]}  {votes:>7}  {r['confidence']:.2f}  {r['client']:<6} {r['question'][:70]}")
+        click.echo(
+            f"{r['created'][:19]}  {votes:>7}  {r['confidence']:.2f}  {r['client']:<6} {r['question'][:70]}"
+        )
 
 
 if __name__ == "__main__":

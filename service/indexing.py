@@ -21,8 +21,12 @@ def _loader(source: SourceFile) -> Callable[[], tuple[Document, list[Chunk]]]:
     return load
 
 
-def ingest(settings: Settings, corpus: Path | None = None, rebuild: bool = False,
-           progress: Callable[[int, int], None] | None = None) -> tuple[UpdateReport, list[Problem]]:
+def ingest(
+    settings: Settings,
+    corpus: Path | None = None,
+    rebuild: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[UpdateReport, list[Problem]]:
     """Bring the index in line with the corpus folder; returns the report and skipped files."""
     sources, problems = discover(Path(corpus or settings.corpus_dir))
     if not sources and problems:

@@ -26,7 +26,9 @@ class KbqRetriever(BaseRetriever):
     sources: list[str] | None = None
     langs: list[str] | None = None
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[LCDocument]:
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[LCDocument]:
         hits = self.kb.search(query, k=self.k, kinds=self.sources, langs=self.langs)
         return [self._to_document(hit) for hit in hits]
 
@@ -37,9 +39,18 @@ class KbqRetriever(BaseRetriever):
         return LCDocument(
             page_content=chunk.text,
             id=chunk.chunk_id,
-            metadata={"chunk_id": chunk.chunk_id, "doc_id": chunk.doc_id, "source": chunk.kind,
-                      "title": doc.title if doc else "", "section": chunk.section, "lang": chunk.lang,
-                      "url": meta.get("permalink") or meta.get("url") or (doc.url if doc else None),
-                      "date": meta.get("date") or (doc.date if doc else None), "start": chunk.start,
-                      "end": chunk.end, "score": hit.score, "rank": hit.rank},
+            metadata={
+                "chunk_id": chunk.chunk_id,
+                "doc_id": chunk.doc_id,
+                "source": chunk.kind,
+                "title": doc.title if doc else "",
+                "section": chunk.section,
+                "lang": chunk.lang,
+                "url": meta.get("permalink") or meta.get("url") or (doc.url if doc else None),
+                "date": meta.get("date") or (doc.date if doc else None),
+                "start": chunk.start,
+                "end": chunk.end,
+                "score": hit.score,
+                "rank": hit.rank,
+            },
         )

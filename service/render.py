@@ -36,8 +36,10 @@ def hits_text(hits: list[Hit], explain: bool) -> str:
 
 
 def report_text(report: UpdateReport, problems: list) -> str:
-    lines = [f"added {len(report.added)}, changed {len(report.changed)}, removed {len(report.removed)}, "
-             f"unchanged {len(report.unchanged)}; embedded {report.embedded_chunks} chunks"]
+    lines = [
+        f"added {len(report.added)}, changed {len(report.changed)}, removed {len(report.removed)}, "
+        f"unchanged {len(report.unchanged)}; embedded {report.embedded_chunks} chunks"
+    ]
     if report.rebuilt:
         lines.append(f"rebuilt everything: {report.rebuilt}")
     if report.version:

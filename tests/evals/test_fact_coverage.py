@@ -54,7 +54,11 @@ def test_every_verified_fact_has_a_faq_entry(coverage):
 
 
 def test_every_coverage_entry_names_a_real_faq_question(coverage):
-    questions = {f"{c.doc_id}#{c.section}" for p in load_corpus(CORPUS).parsed if p.document.kind == "faq"
-                 for c in p.chunks}
+    questions = {
+        f"{c.doc_id}#{c.section}"
+        for p in load_corpus(CORPUS).parsed
+        if p.document.kind == "faq"
+        for c in p.chunks
+    }
     unknown = sorted({e for entries in coverage.values() for e in entries} - questions)
     assert not unknown, unknown

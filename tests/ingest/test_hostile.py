@@ -15,9 +15,21 @@ from ingest.threads import parse_thread
 
 
 def _comment(cid, body, author="someone", parent="t3_abc123", depth=0, replies=""):
-    return {"kind": "t1", "data": {"id": cid, "name": f"t1_{cid}", "author": author, "body": body, "score": 3,
-                                   "created_utc": 1510000000.0 + depth, "parent_id": parent, "depth": depth,
-                                   "permalink": f"/r/aws/comments/abc123/x/{cid}/", "replies": replies}}
+    return {
+        "kind": "t1",
+        "data": {
+            "id": cid,
+            "name": f"t1_{cid}",
+            "author": author,
+            "body": body,
+            "score": 3,
+            "created_utc": 1510000000.0 + depth,
+            "parent_id": parent,
+            "depth": depth,
+            "permalink": f"/r/aws/comments/abc123/x/{cid}/",
+            "replies": replies,
+        },
+    }
 
 
 def _listing(children):
@@ -27,14 +39,38 @@ def _listing(children):
 def reddit_export() -> list:
     deep = _comment("c4", "I concur &amp; agree &lt;3", parent="t1_c3", depth=3)
     deeper = _comment("c3", "[deleted]", author=None, parent="t1_c2", depth=2, replies=_listing([deep]))
-    more = {"kind": "more", "data": {"count": 4, "id": "c9", "name": "t1_c9", "parent_id": "t1_c2", "depth": 2,
-                                     "children": ["c9", "d1", "d2", "d3"]}}
-    mid = _comment("c2", "Use `nvme id-ctrl -v /dev/nvme1n1 2&gt;&amp;1`.", parent="t1_c1", depth=1,
-                   replies=_listing([deeper, more]))
+    more = {
+        "kind": "more",
+        "data": {
+            "count": 4,
+            "id": "c9",
+            "name": "t1_c9",
+            "parent_id": "t1_c2",
+            "depth": 2,
+            "children": ["c9", "d1", "d2", "d3"],
+        },
+    }
+    mid = _comment(
+        "c2",
+        "Use `nvme id-ctrl -v /dev/nvme1n1 2&gt;&amp;1`.",
+        parent="t1_c1",
+        depth=1,
+        replies=_listing([deeper, more]),
+    )
     top = _comment("c1", "Root is /dev/nvme0n1 on c5.18xlarge.", replies=_listing([mid]))
     removed = _comment("c5", "[removed]", author="[deleted]")
-    post = {"kind": "t3", "data": {"id": "abc123", "title": "C5 &amp; NVMe", "selftext": "", "author": None,
-                                   "score": 10, "created_utc": 1509999999.0, "permalink": "/r/aws/comments/abc123/x/"}}
+    post = {
+        "kind": "t3",
+        "data": {
+            "id": "abc123",
+            "title": "C5 &amp; NVMe",
+            "selftext": "",
+            "author": None,
+            "score": 10,
+            "created_utc": 1509999999.0,
+            "permalink": "/r/aws/comments/abc123/x/",
+        },
+    }
     return [_listing([post]), _listing([top, removed])]
 
 
@@ -42,8 +78,11 @@ def test_real_shaped_reddit_export_parses_with_quirks():
     doc, chunks = parse_thread("threads/abc123", json.dumps(reddit_export()))
     assert doc.title == "C5 & NVMe" and doc.author == "[deleted]"
     bodies = [c.text for c in chunks]
-    assert bodies == ["Root is /dev/nvme0n1 on c5.18xlarge.", "Use `nvme id-ctrl -v /dev/nvme1n1 2>&1`.",
-                      "I concur & agree <3"]
+    assert bodies == [
+        "Root is /dev/nvme0n1 on c5.18xlarge.",
+        "Use `nvme id-ctrl -v /dev/nvme1n1 2>&1`.",
+        "I concur & agree <3",
+    ]
     deep = chunks[-1]
     assert deep.meta["depth"] == 3 and deep.meta["parent_id"] == "t1_c3"
     assert deep.context == "Use `nvme id-ctrl -v /dev/nvme1n1 2>&1`." or deep.context.startswith("C5 & NVMe")
@@ -83,8 +122,11 @@ def test_bad_files_are_reported_and_good_ones_still_load(tmp_path):
     assert "Reddit" in reasons["threads/wrong.json"]
     assert "unsupported" in reasons["notes/readme.pdf"]
     good = corpus.parsed[0].chunks[0]
-    assert good.meta == {"source_line": "X, https://x.test/a, 2017-11-06", "url": "https://x.test/a",
-                         "date": "2017-11-06"}
+    assert good.meta == {
+        "source_line": "X, https://x.test/a, 2017-11-06",
+        "url": "https://x.test/a",
+        "date": "2017-11-06",
+    }
 
 
 def test_missing_corpus_folder_is_a_problem_not_a_crash(tmp_path):
@@ -102,7 +144,9 @@ def test_five_megabyte_article_chunks_within_limits():
 
 
 def test_mixed_language_text_splits_on_both_punctuations():
-    raw = "---\ntitle: Mixed\n---\n\n" + ("AWS 在 11 月 6 日发布了 C5。It runs on a KVM-based hypervisor! 为什么? " * 20)
+    raw = "---\ntitle: Mixed\n---\n\n" + (
+        "AWS 在 11 月 6 日发布了 C5。It runs on a KVM-based hypervisor! 为什么? " * 20
+    )
     doc, chunks = parse_article("article/mixed", raw)
     assert doc.lang == "zh"
     assert all(doc.text[c.start : c.end] == c.text for c in chunks)

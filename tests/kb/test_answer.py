@@ -9,9 +9,16 @@ import pytest
 
 from kb.answer import ABSTAIN, COMMUNITY, InvalidQuestion, verify
 
-QUESTIONS = ["Which regions have C5?", "why KVM over Xen?", "换到 C5 后 fstab 要怎么改?",
-             "How do I check that ENA is enabled?", "C5 的 NVMe 超时应该设成多少?", "Does the EC2 API change on C5?",
-             "What is the capital of France?", "如何煮饺子?"]
+QUESTIONS = [
+    "Which regions have C5?",
+    "why KVM over Xen?",
+    "换到 C5 后 fstab 要怎么改?",
+    "How do I check that ENA is enabled?",
+    "C5 的 NVMe 超时应该设成多少?",
+    "Does the EC2 API change on C5?",
+    "What is the capital of France?",
+    "如何煮饺子?",
+]
 
 
 @pytest.mark.parametrize("question", QUESTIONS)
@@ -50,7 +57,9 @@ def test_a_citation_that_does_not_match_its_document_fails_verification(kb):
 
 
 def test_thread_sentences_are_labelled_as_community_reports(kb):
-    draft = kb.answerer.draft("How much did worker job time drop after moving the fleet to c5?", kinds=["thread"])
+    draft = kb.answerer.draft(
+        "How much did worker job time drop after moving the fleet to c5?", kinds=["thread"]
+    )
     always = replace(kb.answerer.calibration, threshold=0.0)
     answer = kb.answerer.finish(draft, always)
     assert not answer.abstained and all(c.community for c in answer.citations)

@@ -8,8 +8,12 @@ import pytest
 from kb.dense import DenseIndex
 from kb.lexical import Bm25Index
 
-TEXTS = ["C5 regions: US East, US West (Oregon), EU (Ireland).", "NVMe devices appear as /dev/nvme0n1.",
-         "现在已经推出C5的区域有三个。", "ENA is required for c5.large."]
+TEXTS = [
+    "C5 regions: US East, US West (Oregon), EU (Ireland).",
+    "NVMe devices appear as /dev/nvme0n1.",
+    "现在已经推出C5的区域有三个。",
+    "ENA is required for c5.large.",
+]
 
 
 def _vectors():
@@ -19,8 +23,13 @@ def _vectors():
 
 
 BACKENDS = {
-    "dense": (lambda: DenseIndex.build(_vectors()), lambda: _vectors()[1], DenseIndex.save,
-              lambda p: DenseIndex.load(p / "d.faiss"), "d.faiss"),
+    "dense": (
+        lambda: DenseIndex.build(_vectors()),
+        lambda: _vectors()[1],
+        DenseIndex.save,
+        lambda p: DenseIndex.load(p / "d.faiss"),
+        "d.faiss",
+    ),
     "lexical": (lambda: Bm25Index.build(TEXTS), lambda: "nvme devices", Bm25Index.save, Bm25Index.load, ""),
 }
 

@@ -66,8 +66,10 @@ def _records(settings):
     from ingest import discover, parse_source
 
     sources, _ = discover(settings.corpus_dir)
-    return [SourceRecord(s.doc_id, s.digest, lambda s=s: (lambda p: (p.document, p.chunks))(parse_source(s)))
-            for s in sources]
+    return [
+        SourceRecord(s.doc_id, s.digest, lambda s=s: (lambda p: (p.document, p.chunks))(parse_source(s)))
+        for s in sources
+    ]
 
 
 def test_embedding_model_change_rebuilds_and_mismatch_is_one_clear_line(private_settings):
@@ -111,8 +113,10 @@ def test_manifest_records_model_splitter_and_document_hashes(indexed_settings):
 def test_reader_keeps_serving_while_a_new_version_is_swapped_in(private_settings):
     kb = KnowledgeBase.open(private_settings)
     old = kb.version
-    shutil.copy(private_settings.corpus_dir / "faq" / "c5-migration.en.md",
-                private_settings.corpus_dir / "faq" / "copy.en.md")
+    shutil.copy(
+        private_settings.corpus_dir / "faq" / "c5-migration.en.md",
+        private_settings.corpus_dir / "faq" / "copy.en.md",
+    )
     ingest(private_settings)
     assert kb.search("regions", k=1)  # the old in-memory state still answers
     assert kb.reload_if_changed() and kb.version != old

@@ -9,22 +9,32 @@ def sentences(text: str) -> list[str]:
     return [text[a:b] for a, b in sentence_spans(text)]
 
 
-@pytest.mark.parametrize("text", [
-    "C5 runs a custom 3.0 GHz Intel Xeon Platinum 8000-series processor.",
-    "The largest size is c5.18xlarge with 72 vCPUs.",
-    "After the move the root disk is /dev/nvme0n1 instead of /dev/xvda.",
-    "Run `sudo dracut -f -v. --force` first.",
-    "At launch it was in US East (N. Virginia) and EU (Ireland), e.g. for HPC.",
-    "See https://aws.amazon.com/ec2/faqs/?a=1. for details.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "C5 runs a custom 3.0 GHz Intel Xeon Platinum 8000-series processor.",
+        "The largest size is c5.18xlarge with 72 vCPUs.",
+        "After the move the root disk is /dev/nvme0n1 instead of /dev/xvda.",
+        "Run `sudo dracut -f -v. --force` first.",
+        "At launch it was in US East (N. Virginia) and EU (Ireland), e.g. for HPC.",
+        "See https://aws.amazon.com/ec2/faqs/?a=1. for details.",
+    ],
+)
 def test_no_split_inside_numbers_names_paths_code_or_urls(text):
     assert sentences(text) == [text]
 
 
 def test_splits_chinese_and_english_punctuation_and_lines():
     text = "C5 在三个区域可用。AMI 必须包含 ENA 驱动！还要 NVMe 吗？是的；Also ENA. And NVMe!\n- item one\n"
-    assert sentences(text) == ["C5 在三个区域可用。", "AMI 必须包含 ENA 驱动！", "还要 NVMe 吗？", "是的；",
-                               "Also ENA.", "And NVMe!", "item one"]
+    assert sentences(text) == [
+        "C5 在三个区域可用。",
+        "AMI 必须包含 ENA 驱动！",
+        "还要 NVMe 吗？",
+        "是的；",
+        "Also ENA.",
+        "And NVMe!",
+        "item one",
+    ]
 
 
 def test_fenced_code_block_is_one_unit():

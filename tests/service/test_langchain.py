@@ -24,8 +24,10 @@ def test_retriever_filters_by_source_and_language(kb):
 
 def test_retriever_runs_in_an_lcel_chain(kb):
     def cite(inputs: dict) -> str:
-        return "\n".join(f"[{i + 1}] {d.metadata['doc_id']}:{d.metadata['start']}-{d.metadata['end']}"
-                         for i, d in enumerate(inputs["context"]))
+        return "\n".join(
+            f"[{i + 1}] {d.metadata['doc_id']}:{d.metadata['start']}-{d.metadata['end']}"
+            for i, d in enumerate(inputs["context"])
+        )
 
     chain = {"context": KbqRetriever(kb=kb, k=3), "question": RunnablePassthrough()} | RunnableLambda(cite)
     out = chain.invoke("Why did AWS move from Xen to KVM?")
