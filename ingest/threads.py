@@ -10,10 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
-
-import re
 
 from ingest.chunking import SPLITTER, ChunkMaker, pack_blocks, split_span
 from ingest.errors import IngestError
