@@ -42,6 +42,7 @@ eval: index
 bench: index
 	$(BIN)/python -m benchmarks.cold_ask
 	$(BIN)/python -m benchmarks.warm
+	$(BIN)/python -m benchmarks.http_latency
 
 clean:
 	rm -rf .kbq
