@@ -48,7 +48,7 @@ SENTENCE_FEATURES = (
     "lead",
     "question_match",
 )
-ANSWER_FEATURES = ("ranker", "dense", "coverage", "fused", "margin")
+ANSWER_FEATURES = ("ranker", "dense", "coverage", "fused", "margin", "unknown")
 
 
 class InvalidQuestion(ValueError):
@@ -126,6 +126,7 @@ class Draft:
     lang: str
     hits: list[Hit]
     candidates: list[Candidate]
+    unknown: float = 0.0  # share of the question's terms that appear nowhere in the corpus
 
 
 def check_question(question: str) -> str:
@@ -169,7 +170,10 @@ class Answerer:
         question = check_question(question)
         signals = self.retriever.signals(question)
         hits = self.retriever.search(question, k=10, kinds=kinds, langs=langs, signals=signals)
-        return Draft(question, signals.query_lang, hits, self._candidates(question, signals, hits))
+        terms = set(tokenize(question))
+        vocab = self.retriever.index.lexical.vocab
+        unknown = sum(t not in vocab for t in terms) / len(terms) if terms else 0.0
+        return Draft(question, signals.query_lang, hits, self._candidates(question, signals, hits), unknown)
 
     def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:
         """Choose sentences, decide to answer or abstain, and build verified citations."""
@@ -264,6 +268,7 @@ class Answerer:
             "coverage": best.features["coverage"],
             "fused": best.features["fused"],
             "margin": fused[0] - fused[1] if len(fused) > 1 else 0.0,
+            "unknown": draft.unknown,
         }
         return sorted(chosen, key=lambda c: c.start), features
 
