@@ -1,0 +1,85 @@
+"""Mount the Slack bot on the FastAPI app: HTTP routes for Slack's requests, and Socket Mode when an
+app-level token is set. Without Slack settings nothing is added."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from kb.config import Settings
+
+if TYPE_CHECKING:  # slack-bolt is imported only when Slack is configured
+    from slack_bolt import App
+
+    from service.slackbot.bot import SlackBot
+
+log = logging.getLogger(__name__)
+# Events, slash commands and interactivity (button clicks) each get a Request URL in the Slack app's
+# settings; bolt tells the payloads apart, so all three paths share one handler.
+PATHS = ("/slack/events", "/slack/commands", "/slack/interactions")
+
+
+def mount_slack(app: FastAPI, settings: Settings) -> bool:
+    """Add the Slack bot to ``app`` when ``settings`` configure one; False (and nothing added) otherwise.
+
+    HTTP mode needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET; Socket Mode needs SLACK_BOT_TOKEN and
+    SLACK_APP_TOKEN and connects when the app starts.
+    """
+    if not settings.slack_bot_token or not (settings.slack_signing_secret or settings.slack_app_token):
+        if settings.slack_bot_token or settings.slack_signing_secret or settings.slack_app_token:
+            log.warning("Slack bot off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN)")
+        return False
+    from service.slackbot.bot import SlackBot
+
+    bot = SlackBot(app, settings)
+    app.state.slack = bot
+    if settings.slack_signing_secret:
+        endpoint = _endpoint(bot.app)
+        for path in PATHS:
+            app.add_api_route(path, endpoint, methods=["POST"], include_in_schema=False)
+    if settings.slack_app_token:
+        app.router.lifespan_context = _with_socket_mode(
+            app.router.lifespan_context, bot, settings.slack_app_token
+        )
+    return True
+
+
+def _endpoint(bolt: App) -> Callable[[Request], Any]:
+    # slack_bolt.adapter.fastapi's SlackRequestHandler.handle() runs bolt's dispatch on the event loop, and
+    # dispatch waits for the ack by polling with time.sleep (and calls auth.test on the first request).
+    # The same adapter's conversions, with dispatch in a worker thread, keep the loop free.
+    from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+
+    async def slack(request: Request) -> Response:
+        body = await request.body()
+        return to_starlette_response(await run_in_threadpool(bolt.dispatch, to_bolt_request(request, body)))
+
+    return slack
+
+
+def _with_socket_mode(
+    inner: Callable[[Any], AbstractAsyncContextManager[Any]], bot: SlackBot, app_token: str
+) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+    """The app's lifespan, plus a Socket Mode connection while the app runs (after the index is loaded)."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with inner(app) as state:
+            handler = SocketModeHandler(bot.app, app_token)
+            try:
+                await run_in_threadpool(handler.connect)
+                log.info("Slack Socket Mode connected")
+            except Exception:  # the API and the widget keep serving; the log says why Slack does not
+                log.exception("Slack Socket Mode could not connect; the Slack bot is off")
+            try:
+                yield state
+            finally:
+                await run_in_threadpool(handler.close)
+
+    return lifespan
