@@ -15,13 +15,15 @@ from starlette.concurrency import run_in_threadpool
 
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
-from service.deps import get_caller
+from service.deps import get_caller, get_widget_caller
 from service.errors import install_error_handlers
 from service.feedback import FeedbackStore
 from service.metrics import Metrics, MetricsMiddleware
 from service.models import ErrorOut
-from service.routes import ask, documents, feedback, health, search
+from service.routes import ask, docs_view, documents, feedback, health, search, widget, wiki
 from service.security import BodyLimitMiddleware, RateLimiter
+from service.slackbot import mount_slack
+from service.widget.tokens import WidgetTokens
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -55,9 +57,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
     install_error_handlers(app)
-    for module in (ask, search, documents, feedback):  # /v1/*: API key and rate limit
+    app.state.widget_tokens = WidgetTokens.from_settings(settings)
+    for module in (search, documents):  # /v1/*: API key and rate limit
         app.include_router(module.router, dependencies=[Depends(get_caller)], responses=ERRORS)
+    for module in (ask, feedback):  # the same, or a widget token from an allowed origin
+        app.include_router(module.router, dependencies=[Depends(get_widget_caller)], responses=ERRORS)
+    app.include_router(widget.router, responses=ERRORS)
     app.include_router(health.router)
+    app.include_router(wiki.router)
+    app.include_router(docs_view.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     origins = [o for o in settings.cors_origins if o != "*"]
@@ -72,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    mount_slack(app, settings)
     return app
 
 

@@ -17,6 +17,7 @@ from service.feedback import FeedbackStore
 from service.metrics import Metrics
 from service.models import AskRequest
 from service.security import key_id, retry_after, valid_key
+from service.widget.tokens import TokenError, WidgetTokens, is_widget_token
 
 log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False, description="One of the service's API keys, when it has any.")
@@ -48,6 +49,26 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def _charge(request: Request, caller: str) -> None:
+    """Spend one of the caller's rate-limit tokens, or answer 429."""
+    wait = request.app.state.limiter.take(caller)
+    if wait:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests; try again in {retry_after(wait)} s",
+            {"Retry-After": retry_after(wait)},
+        )
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+
+
+def _client_host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 async def get_caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> str:
@@ -59,23 +80,30 @@ async def get_caller(
     settings: Settings = request.app.state.settings
     presented = credentials.credentials if credentials else None
     accepted = not settings.api_keys or valid_key(presented, settings.api_keys)
-    host = request.client.host if request.client else "unknown"
+    host = _client_host(request)
     caller = key_id(presented) if accepted and presented and settings.api_keys else f"ip:{host}"
-    wait = request.app.state.limiter.take(caller)
-    if wait:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"too many requests; try again in {retry_after(wait)} s",
-            {"Retry-After": retry_after(wait)},
-        )
+    _charge(request, caller)
     if not accepted:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "a valid API key is required: send `Authorization: Bearer <key>`",
-            {"WWW-Authenticate": "Bearer"},
-        )
+        raise _unauthorized("a valid API key is required: send `Authorization: Bearer <key>`")
+    return caller
+
+
+async def get_widget_caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
+    """Like ``get_caller``, but a widget token (``Authorization: Bearer kbqw1.…``) also passes when it is
+    valid and the request comes from a page of the token's origin (its ``Origin`` header)."""
+    settings: Settings = request.app.state.settings
+    presented = credentials.credentials if credentials else None
+    if not settings.api_keys or not is_widget_token(presented):
+        return await get_caller(request, credentials)
+    caller = f"widget:{_client_host(request)}"  # each reader's address, not the whole wiki, is one bucket
+    _charge(request, caller)
+    tokens: WidgetTokens = request.app.state.widget_tokens
+    try:
+        tokens.verify(presented or "", request.headers.get("origin", ""))
+    except TokenError as exc:
+        raise _unauthorized(str(exc)) from None
     return caller
 
 

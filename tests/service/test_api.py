@@ -211,14 +211,11 @@ def test_healthz_reports_the_index(client: TestClient, kb) -> None:  # type: ign
 def test_home_page_and_static_files(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "kbq" in page.text and "text/html" in page.headers["content-type"]
-    assert '<script src="/static/app.js"' in page.text and "<script>" not in page.text
-    assert (
-        "script-src" in page.headers["content-security-policy"]
-        or "default-src 'self'" in page.headers["content-security-policy"]
-    )
-    script = client.get("/static/app.js")
-    assert script.status_code == 200 and "/v1/ask" in script.text
-    assert client.get("/static/style.css").status_code == 200
+    assert '<script src="/widget.js"' in page.text and "<script>" not in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    script = client.get("/widget.js")
+    assert script.status_code == 200 and "/v1/ask/stream" in script.text
+    assert client.get("/static/wiki.css").status_code == 200
 
 
 def test_openapi_documents_the_api(client: TestClient) -> None:

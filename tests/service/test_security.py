@@ -37,7 +37,7 @@ def test_with_keys_v1_needs_a_valid_bearer_key(make_client) -> None:  # type: ig
         assert c.get("/v1/documents").status_code == 401
         for key in ("first-key", "second-key"):
             assert c.post("/v1/ask", json=ASK, headers={"Authorization": f"Bearer {key}"}).status_code == 200
-        for path in ("/healthz", "/metrics", "/", "/openapi.json", "/static/app.js"):
+        for path in ("/healthz", "/metrics", "/", "/openapi.json", "/widget.js"):
             assert c.get(path).status_code == 200, path
 
 
