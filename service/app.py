@@ -26,6 +26,7 @@ from service.slackbot import mount_slack
 from service.widget.tokens import WidgetTokens
 
 log = logging.getLogger(__name__)
+SLACK_BODY_BYTES = 1_000_000  # Slack's signed interaction payloads echo the whole answer message
 STATIC = Path(__file__).resolve().parent / "static"
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut} for status in (401, 413, 422, 429, 503)
@@ -67,7 +68,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(wiki.router)
     app.include_router(docs_view.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, prefix_limits={"/slack/": SLACK_BODY_BYTES}
+    )
     origins = [o for o in settings.cors_origins if o != "*"]
     if len(origins) != len(settings.cors_origins):
         log.warning("ignoring '*' in KB_CORS_ORIGINS: list the origins that may call the API")

@@ -79,25 +79,33 @@ class BodyLimitMiddleware:
     cannot push more than ``max_bytes`` into a handler.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, prefix_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.prefix_limits = prefix_limits or {}
+
+    def limit_for(self, path: str) -> int:
+        """Signed Slack callbacks carry whole messages, so some prefixes get their own limit."""
+        return next(
+            (n for prefix, n in self.prefix_limits.items() if path.startswith(prefix)), self.max_bytes
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope.get("path", ""))
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._reject(scope, receive, send, limit)
             return
-        body, more, early = await self._read(receive)
+        body, more, early = await self._read(receive, limit)
         if more:
-            await self._reject(scope, receive, send)
+            await self._reject(scope, receive, send, limit)
             return
         await self.app(scope, self._replay(body, early, receive), send)
 
-    async def _read(self, receive: Receive) -> tuple[bytes, bool, Message | None]:
+    async def _read(self, receive: Receive, limit: int) -> tuple[bytes, bool, Message | None]:
         """Read the body; ``more`` is True when it passed the limit; ``early`` is a disconnect seen meanwhile."""
         parts: list[bytes] = []
         size = 0
@@ -107,7 +115,7 @@ class BodyLimitMiddleware:
                 return b"".join(parts), False, message
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 return b"", True, None
             parts.append(chunk)
             if not message.get("more_body", False):
@@ -126,6 +134,6 @@ class BodyLimitMiddleware:
 
         return replay
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = f"the request body is larger than the limit of {self.max_bytes} bytes"
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        message = f"the request body is larger than the limit of {limit} bytes"
         await error_response(413, "payload_too_large", message, {"Connection": "close"})(scope, receive, send)

@@ -34,6 +34,8 @@ def mount_slack(app: FastAPI, settings: Settings) -> bool:
         if settings.slack_bot_token or settings.slack_signing_secret or settings.slack_app_token:
             log.warning("Slack bot off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN)")
         return False
+    if getattr(app.state, "slack", None) is not None:  # create_app mounts it already; never twice
+        return True
     from service.slackbot.bot import SlackBot
 
     bot = SlackBot(app, settings)
