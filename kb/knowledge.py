@@ -12,8 +12,9 @@ from pathlib import Path
 from kb.answer import Answerer, Calibration, check_question
 from kb.config import Settings
 from kb.embed import Embedder, embedder_names, load_embedder
+from kb.indexer import SourceRecord, UpdateReport, update_index
 from kb.retrieve import Retriever, Weights
-from kb.store import LoadedIndex, SourceRecord, UpdateReport, current_version, load_index, update_index
+from kb.store import LoadedIndex, current_version, load_index
 from kb.types import Answer, Document, Hit
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from ingest import Problem, SourceFile, discover, parse_source
 from ingest.chunking import SPLITTER
 from kb.config import Settings
+from kb.indexer import SourceRecord, UpdateReport
 from kb.knowledge import build_index
-from kb.store import SourceRecord, UpdateReport
 from kb.types import Chunk, Document
 
 

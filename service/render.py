@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from kb.store import UpdateReport
+from kb.indexer import UpdateReport
 from kb.types import Answer, Hit
 
 

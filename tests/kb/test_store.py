@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from ingest.chunking import SPLITTER
+from kb.indexer import SourceRecord, update_index
 from kb.knowledge import KnowledgeBase
-from kb.store import IndexUnavailable, SourceRecord, current_version, load_index, update_index
+from kb.store import IndexUnavailable, current_version, load_index
 from kb.types import Chunk, Document
 from service.indexing import ingest
 

@@ -1,0 +1,258 @@
+"""Writing the index folder, incrementally.
+
+A new version is written beside the old one and the ``index_dir`` link is swapped with an atomic
+rename, so a reader never sees a half-written index and a crash mid-ingest leaves the old one
+serving. Only added or changed documents are parsed and embedded; an embedder, splitter or format
+change rebuilds everything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kb.dense import DenseIndex
+from kb.embed import Embedder
+from kb.lexical import Bm25Index
+from kb.store import (
+    LEXICAL,
+    IndexUnavailable,
+    LoadedIndex,
+    build_settings,
+    current_version,
+    file_slug,
+    indexed_text,
+    load_index,
+)
+from kb.text import sentence_spans
+from kb.types import Chunk, Document
+
+KEEP_VERSIONS = 3
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """What the indexer needs to know about one source without parsing it."""
+
+    doc_id: str
+    digest: str
+    load: Callable[[], tuple[Document, list[Chunk]]]
+
+
+@dataclass
+class UpdateReport:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    embedded_chunks: int = 0
+    rebuilt: str | None = None
+    version: str = ""
+
+
+@dataclass
+class _Doc:
+    document: Document
+    chunks: list[Chunk]
+    vectors: dict[str, np.ndarray]  # chunk vectors per model
+    sentence_spans: list[tuple[int, int, int]]  # (chunk offset within doc, start, end)
+    sentence_vectors: dict[str, np.ndarray]
+    digest: str
+
+
+def update_index(
+    index_dir: Path,
+    sources: list[SourceRecord],
+    embedders: list[Embedder],
+    splitter: dict,
+    rebuild: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> UpdateReport:
+    """Bring the index in line with ``sources``: embed only added or changed documents, drop
+    removed ones, keep the old version of a document whose source fails to load."""
+    index_dir = Path(index_dir)
+    report = UpdateReport()
+    with _writer_lock(index_dir):
+        previous = _previous(index_dir, embedders, splitter, rebuild, report)
+        docs: list[_Doc] = []
+        for i, source in enumerate(sources):
+            old = previous.get(source.doc_id)
+            if old is not None and old.digest == source.digest:
+                docs.append(old)
+                report.unchanged.append(source.doc_id)
+            else:
+                try:
+                    document, chunks = source.load()
+                except Exception as exc:  # a bad source must never stop the others
+                    report.failed.append((source.doc_id, str(exc)))
+                    if old is not None:
+                        docs.append(old)
+                    continue
+                docs.append(_embed(document, chunks, source.digest, embedders))
+                report.embedded_chunks += len(chunks)
+                (report.changed if old is not None else report.added).append(source.doc_id)
+            if progress:
+                progress(i + 1, len(sources))
+        kept = {d.document.doc_id for d in docs}
+        report.removed = sorted(set(previous) - kept)
+        if previous and not (report.added or report.changed or report.removed) and not report.rebuilt:
+            report.version = current_version(index_dir) or ""
+            return report
+        report.version = _write(index_dir, docs, embedders, splitter)
+    return report
+
+
+def _previous(
+    index_dir: Path, embedders: list[Embedder], splitter: dict, rebuild: bool, report: UpdateReport
+) -> dict[str, _Doc]:
+    if not (index_dir / "manifest.json").exists():
+        return {}
+    if rebuild:
+        report.rebuilt = "rebuild requested"
+        return {}
+    try:
+        loaded = load_index(index_dir)
+    except IndexUnavailable as exc:
+        report.rebuilt = f"previous index unreadable ({exc})"
+        return {}
+    expected = build_settings(embedders, splitter)
+    for key, value in expected.items():
+        if loaded.manifest.get(key) != value:
+            report.rebuilt = f"{key} changed"
+            return {}
+    return _split_by_document(loaded)
+
+
+def _split_by_document(loaded: LoadedIndex) -> dict[str, _Doc]:
+    rows_by_doc: dict[str, list[int]] = {}
+    for row, chunk in enumerate(loaded.chunks):
+        rows_by_doc.setdefault(chunk.doc_id, []).append(row)
+    vectors = {mid: d.vectors() for mid, d in loaded.dense.items()}
+    s = loaded.sentences
+    out = {}
+    for doc_id, document in loaded.documents.items():
+        rows = rows_by_doc.get(doc_id, [])
+        first = rows[0] if rows else 0
+        mask = np.isin(s.chunk_row, rows)
+        spans = [
+            (int(r) - first, int(a), int(b))
+            for r, a, b in zip(s.chunk_row[mask], s.start[mask], s.end[mask], strict=True)
+        ]
+        out[doc_id] = _Doc(
+            document,
+            [loaded.chunks[r] for r in rows],
+            {m: v[rows] for m, v in vectors.items()},
+            spans,
+            {m: v[mask] for m, v in s.vectors.items()},
+            loaded.manifest["documents"][doc_id]["hash"],
+        )
+    return out
+
+
+def _embed(document: Document, chunks: list[Chunk], digest: str, embedders: list[Embedder]) -> _Doc:
+    spans = [
+        (i, a, b) for i, c in enumerate(chunks) for a, b in sentence_spans(document.text, c.start, c.end)
+    ]
+    texts = [indexed_text(c) for c in chunks]
+    sentence_texts = [document.text[a:b] for _, a, b in spans]
+    vectors = {e.model_id: e.embed_documents(texts) for e in embedders}
+    sentence_vectors = {e.model_id: e.embed_documents(sentence_texts) for e in embedders}
+    return _Doc(document, chunks, vectors, spans, sentence_vectors, digest)
+
+
+def _write(index_dir: Path, docs: list[_Doc], embedders: list[Embedder], splitter: dict) -> str:
+    docs = sorted(docs, key=lambda d: d.document.doc_id)
+    version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    versions = _versions_dir(index_dir)
+    versions.mkdir(parents=True, exist_ok=True)
+    tmp = versions / f".tmp-{version}"
+    tmp.mkdir()
+    chunks = [c for d in docs for c in d.chunks]
+    with (tmp / "documents.jsonl").open("w", encoding="utf-8") as fh:
+        for d in docs:
+            fh.write(json.dumps(d.document.to_dict(), ensure_ascii=False) + "\n")
+    with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as fh:
+        for c in chunks:
+            fh.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+    rows, starts, ends, offset = [], [], [], 0
+    for d in docs:
+        for i, a, b in d.sentence_spans:
+            rows.append(offset + i)
+            starts.append(a)
+            ends.append(b)
+        offset += len(d.chunks)
+    np.savez(
+        tmp / "sentences.npz",
+        chunk_row=np.array(rows, np.int32),
+        start=np.array(starts, np.int32),
+        end=np.array(ends, np.int32),
+    )
+    for e in embedders:
+        mid = e.model_id
+        chunk_vectors = np.vstack([d.vectors[mid] for d in docs] or [np.zeros((0, e.dim), np.float32)])
+        DenseIndex.build(chunk_vectors.reshape(-1, e.dim)).save(tmp / f"dense-{file_slug(mid)}.faiss")
+        sent = np.vstack([d.sentence_vectors[mid] for d in docs] or [np.zeros((0, e.dim), np.float32)])
+        np.save(tmp / f"sentences-{file_slug(mid)}.npy", sent.reshape(-1, e.dim).astype(np.float32))
+    Bm25Index.build(
+        [indexed_text(c) for c in chunks],
+        cjk=str(LEXICAL["cjk"]),
+        k1=float(LEXICAL["k1"]),
+        b=float(LEXICAL["b"]),
+    ).save(tmp)
+    manifest = {
+        **build_settings(embedders, splitter),
+        "version": version,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "documents": {
+            d.document.doc_id: {"hash": d.digest, "kind": d.document.kind, "chunks": len(d.chunks)}
+            for d in docs
+        },
+        "counts": {"documents": len(docs), "chunks": len(chunks), "sentences": len(starts)},
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    final = versions / version
+    tmp.rename(final)
+    _swap(index_dir, final)
+    _prune(versions, keep=final)
+    return version
+
+
+def _versions_dir(index_dir: Path) -> Path:
+    return index_dir.parent / f"{index_dir.name}.versions"
+
+
+def _swap(index_dir: Path, target: Path) -> None:
+    if index_dir.exists() and not index_dir.is_symlink():  # a plain folder from elsewhere: set it aside
+        index_dir.rename(_versions_dir(index_dir) / f"adopted-{secrets.token_hex(3)}")
+    link = index_dir.parent / f".{index_dir.name}.link-{secrets.token_hex(3)}"
+    link.symlink_to(os.path.relpath(target, index_dir.parent))
+    os.replace(link, index_dir)
+
+
+def _prune(versions: Path, keep: Path) -> None:
+    """Keep the newest few versions so readers that loaded an older one can finish."""
+    old = sorted((p for p in versions.iterdir() if p.is_dir() and p != keep), key=lambda p: p.stat().st_mtime)
+    for path in old[: max(0, len(old) - (KEEP_VERSIONS - 1))]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def _writer_lock(index_dir: Path) -> Iterator[None]:
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(index_dir.parent / f"{index_dir.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
