@@ -97,6 +97,8 @@ def summarise(results: list[Result]) -> dict[str, float]:
     precision, recall = precision_recall(
         [r.answer.abstained for r in results], [not r.item.answerable for r in results]
     )
+    if all(r.item.answerable for r in results):  # abstention is undefined without unanswerable questions
+        precision = recall = math.nan
     return {
         "n": len(results),
         "recall@1": mean(success_at(r.ranked, 1) for r in answerable),
@@ -186,7 +188,7 @@ def fit_calibration(results: list[Result], kb: KnowledgeBase) -> Calibration:
 def table(metrics: dict[str, dict[str, float]]) -> str:
     lines = ["| set | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name, m in metrics.items():
-        cells = [str(int(m["n"]))] + [f"{m[c]:.3f}" for c in COLUMNS[1:]]
+        cells = [str(int(m["n"]))] + ["–" if math.isnan(m[c]) else f"{m[c]:.3f}" for c in COLUMNS[1:]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
