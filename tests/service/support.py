@@ -79,12 +79,14 @@ def check_citations(answer: dict[str, Any], get_document: Callable[[str], dict[s
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """A real uvicorn server for ``settings`` on 127.0.0.1 and a free port, in a thread; yields its URL."""
+def serve(settings: Settings | Callable[[str], Settings]) -> Iterator[str]:
+    """A real uvicorn server on 127.0.0.1 and a free port, in a thread; yields its URL. ``settings`` may be
+    a function of that URL, for settings that name the server's own origin."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    resolved = settings(url) if callable(settings) else settings
+    server = uvicorn.Server(uvicorn.Config(create_app(resolved), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -92,7 +94,7 @@ def serve(settings: Settings) -> Iterator[str]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=15)

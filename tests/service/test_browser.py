@@ -7,20 +7,15 @@ Screenshots land in test-artifacts/ for a human to look at.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from kb.config import Settings
-from service.app import create_app
 from service.widget.tokens import WidgetTokens
 from tests.conftest import ROOT
 from tests.service.support import UNANSWERABLE, serve
@@ -289,25 +284,9 @@ def test_the_chinese_page_gets_chinese_ui_strings(site: str, page: Any) -> None:
     page.screenshot(path=ARTIFACTS / "widget-zh.png")
 
 
-@contextmanager
-def serve_as_own_origin(make: Callable[[str], Settings]) -> Iterator[str]:
+def serve_as_own_origin(make: Callable[[str], Settings]):  # type: ignore[no-untyped-def]
     """Like ``serve``, but the settings may name the server's own URL (for a token bound to its origin)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(create_app(make(url)), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    return serve(make)
 
 
 def test_with_api_keys_the_browser_uses_only_the_signed_token(private_settings: Settings, page: Any) -> None:
