@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_MODEL = "use"
@@ -27,7 +27,6 @@ class Settings:
     slack_api_url: str = ""
     public_url: str = "http://127.0.0.1:8000"
     reload_interval: float = 2.0
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def feedback_db(self) -> Path:
