@@ -114,18 +114,14 @@ def ask(
 
 def _ask_locally(settings: Settings, question: str, kinds: tuple[str, ...], langs: tuple[str, ...]) -> dict:
     """Answer in this process and log the answer like the service does, so feedback can find it."""
-    import time
+    from service.feedback import FeedbackStore, ask_logged
 
-    from service.feedback import FeedbackStore
-
-    started = time.perf_counter()
-    answer = _open_kb(settings, build_if_missing=True).ask(question, kinds=kinds, langs=langs)
+    kb = _open_kb(settings, build_if_missing=True)
     store = FeedbackStore(settings.feedback_db)
     try:
-        store.log_answer(answer, (time.perf_counter() - started) * 1000, "cli")
+        return ask_logged(kb, store, question, "cli", kinds, langs).to_dict()
     finally:
         store.close()
-    return answer.to_dict()
 
 
 @main.command()

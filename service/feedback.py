@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kb.types import Answer
+
+if TYPE_CHECKING:  # importing the knowledge base would load FAISS for `kbq feedback`
+    from kb.knowledge import KnowledgeBase
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -114,3 +118,18 @@ class FeedbackStore:
         with self._connect() as db:
             rows = db.execute(RECENT, (max(0, limit),)).fetchall()
         return [{**dict(row), "abstained": bool(row["abstained"])} for row in rows]
+
+
+def ask_logged(
+    kb: KnowledgeBase,
+    store: FeedbackStore,
+    question: str,
+    client: str,
+    kinds: Collection[str] | None = None,
+    langs: Collection[str] | None = None,
+) -> Answer:
+    """Answer, then log the answer once with its latency, so feedback from any client can find it."""
+    started = time.perf_counter()
+    answer = kb.ask(question, kinds=kinds, langs=langs)
+    store.log_answer(answer, (time.perf_counter() - started) * 1000, client)
+    return answer

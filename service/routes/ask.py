@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Iterator
 
 from fastapi import APIRouter
@@ -13,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from kb.knowledge import KnowledgeBase
 from kb.types import Answer
 from service.deps import AskBody, KnowledgeDep, MetricsDep, StoreDep
-from service.feedback import FeedbackStore
+from service.feedback import FeedbackStore, ask_logged
 from service.metrics import Metrics
 from service.models import AnswerOut, AskRequest
 
@@ -32,9 +31,9 @@ SSE_DOC = {
 
 def answer_and_log(kb: KnowledgeBase, store: FeedbackStore, metrics: Metrics, body: AskRequest) -> Answer:
     """Answer, then log it once (for feedback and review) and count it."""
-    started = time.perf_counter()
-    answer = kb.ask(body.question, kinds=body.sources or None, langs=body.langs or None)
-    store.log_answer(answer, (time.perf_counter() - started) * 1000, body.client or "api")
+    answer = ask_logged(
+        kb, store, body.question, body.client or "api", body.sources or None, body.langs or None
+    )
     metrics.answered(answer.abstained)
     return answer
 

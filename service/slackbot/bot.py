@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +24,7 @@ from kb.config import Settings
 from kb.knowledge import KnowledgeBase
 from kb.store import IndexUnavailable
 from kb.types import Answer
+from service.feedback import ask_logged
 from service.slackbot.blocks import FEEDBACK_DOWN, FEEDBACK_UP, answer_message, notice
 from service.slackbot.text import plain_text, with_context
 
@@ -204,9 +204,7 @@ class SlackBot:
 
     def answer(self, question: str) -> Answer:
         """Answer, then log it once (for feedback and review) and count it, as the API does."""
-        started = time.perf_counter()
-        answer = self.knowledge().ask(question)
-        self.web.state.store.log_answer(answer, (time.perf_counter() - started) * 1000, "slack")
+        answer = ask_logged(self.knowledge(), self.web.state.store, question, "slack")
         self.web.state.metrics.answered(answer.abstained)
         return answer
 
