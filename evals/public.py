@@ -495,9 +495,9 @@ def zscore_rows(scores: np.ndarray) -> np.ndarray:
 def normalise(scores: np.ndarray, langs: np.ndarray, lexical: bool) -> np.ndarray:
     """Each row normalised as Retriever.fused normalises a signal: kb's own ``centred`` over the passage
     languages when the index mixes languages; over one language that is the plain z-score, vectorised."""
-    if len(np.unique(langs)) <= 1 or not hasattr(kb_retrieve, "centred"):
+    if len(np.unique(langs)) <= 1:
         return zscore_rows(scores)
-    groups = [langs == lang for lang in getattr(kb_retrieve, "LANGS", ("en", "zh"))]
+    groups = [langs == lang for lang in kb_retrieve.LANGS]
     return np.vstack(
         [kb_retrieve.centred(row.astype(np.float32), groups, scale_within=not lexical) for row in scores]
     )

@@ -208,12 +208,12 @@ class Answerer:
         index = self.retriever.index
         lexical = index.lexical
         q_terms = set(tokenize(question))
-        vectors = signals.query_vectors
+        sims_by_model = list(signals.sentence_sims.values())
         out = []
         for hit in hits[:CANDIDATE_CHUNKS]:
             doc = index.documents[hit.chunk.doc_id]
             sids = self._sentences_by_row.get(hit.row, [])
-            sims = {i: self._dense(i, vectors) for i in sids}
+            sims = {i: float(np.mean([m[i] for m in sims_by_model])) if sims_by_model else 0.0 for i in sids}
             question_match = max(sims.values(), default=0.0)
             chunk_coverage = lexical.coverage(
                 q_terms, set(tokenize(hit.chunk.context + " " + hit.chunk.text))
@@ -241,10 +241,6 @@ class Answerer:
                     Candidate(i, hit.row, start, end, hit.chunk.kind in OFFICIAL_KINDS, lang, features)
                 )
         return out
-
-    def _dense(self, sid: int, vectors: Mapping[str, np.ndarray]) -> float:
-        sentence_vectors = self.retriever.index.sentences.vectors
-        return float(np.mean([sentence_vectors[m][sid] @ v for m, v in vectors.items()])) if vectors else 0.0
 
     # ------------------------------------------------------------ choice
 

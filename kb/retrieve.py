@@ -53,9 +53,10 @@ def centred(scores: np.ndarray, groups: list[np.ndarray], scale_within: bool) ->
     spread = float(scores.std()) if scores.size else 0.0
     for rows in groups:
         part = scores[rows]
-        if part.size:
-            sd = float(part.std()) if scale_within else spread
-            out[rows] = (part - float(part.mean())) / sd if sd > 1e-9 else 0.0
+        if scale_within:
+            out[rows] = zscore(part)
+        elif part.size and spread > 1e-9:
+            out[rows] = (part - float(part.mean())) / spread
     return out
 
 
@@ -70,11 +71,12 @@ def topk(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarr
 
 @dataclass(frozen=True)
 class Signals:
-    """Per-row raw scores for one query, plus the query vectors (reused by the answerer)."""
+    """Per-row raw scores for one query, plus every indexed sentence's cosine to the query per
+    embedder, which the answerer reuses instead of computing it again."""
 
     query_lang: str
     raw: dict[str, np.ndarray]
-    query_vectors: dict[str, np.ndarray]
+    sentence_sims: dict[str, np.ndarray]
 
 
 class Retriever:
@@ -88,20 +90,23 @@ class Retriever:
 
     def signals(self, query: str) -> Signals:
         raw = {LEXICAL: self.index.lexical.scores(query)}
-        vectors = {}
+        sentence_sims = {}
         for model_id, embedder in self.embedders.items():
-            vectors[model_id] = embedder.embed_queries([query])[0]
-            raw[model_id] = self._dense(model_id, vectors[model_id])
-        return Signals(detect_lang(query), raw, vectors)
+            vector = embedder.embed_queries([query])[0]
+            sentences = self.index.sentences
+            sentence_sims[model_id] = (
+                sentences.vectors[model_id] @ vector if len(sentences.chunk_row) else np.zeros(0, np.float32)
+            )
+            raw[model_id] = self._dense(model_id, vector, sentence_sims[model_id])
+        return Signals(detect_lang(query), raw, sentence_sims)
 
-    def _dense(self, model_id: str, query: np.ndarray) -> np.ndarray:
+    def _dense(self, model_id: str, query: np.ndarray, sentence_sims: np.ndarray) -> np.ndarray:
         """Mean of the chunk's cosine and its best sentence's: a FAQ question or a key sentence
         matches on its own without the rest of the chunk diluting it."""
         chunk = self.index.dense[model_id].scores(query)
-        sentences = self.index.sentences
         best = chunk.copy()
-        if len(sentences.chunk_row):
-            np.maximum.at(best, sentences.chunk_row, sentences.vectors[model_id] @ query)
+        if len(sentence_sims):
+            np.maximum.at(best, self.index.sentences.chunk_row, sentence_sims)
         return 0.5 * (chunk + best)
 
     def fused(self, signals: Signals) -> np.ndarray:
