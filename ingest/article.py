@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.chunking import SPLITTER, ChunkMaker, pack_blocks, split_span
+from ingest.chunking import SPLITTER, ChunkMaker, pack_and_split
 from ingest.errors import IngestError
 from ingest.markdown import blocks, split_front_matter
 from kb.text import detect_lang
@@ -37,9 +37,8 @@ def parse_article(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
 
     def flush() -> None:
         section = " › ".join(title for _, title in path)
-        for a, b in pack_blocks(section_blocks, max_chars):
-            for s, e in split_span(doc.text, a, b, max_chars, int(SPLITTER["overlap_sentences"])):
-                chunks.append(maker.make(s, e, section=section))
+        for start, end in pack_and_split(doc.text, section_blocks, max_chars):
+            chunks.append(maker.make(start, end, section=section))
         section_blocks.clear()
 
     for block in blocks(doc.text):

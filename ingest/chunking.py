@@ -52,6 +52,16 @@ def pack_blocks(spans: Iterable[tuple[int, int]], max_chars: int) -> Iterator[tu
         yield current
 
 
+def pack_and_split(text: str, spans: Iterable[tuple[int, int]], max_chars: int) -> list[tuple[int, int]]:
+    """Merge consecutive blocks up to ``max_chars``, then cut any still too long at sentences."""
+    overlap = int(SPLITTER["overlap_sentences"])
+    return [
+        piece
+        for a, b in pack_blocks(spans, max_chars)
+        for piece in split_span(text, a, b, max_chars, overlap)
+    ]
+
+
 class ChunkMaker:
     """Builds chunks for one document, giving identical texts distinct ids."""
 

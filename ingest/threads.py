@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.chunking import SPLITTER, ChunkMaker, pack_blocks, split_span
+from ingest.chunking import SPLITTER, ChunkMaker, pack_and_split
 from ingest.errors import IngestError
 from kb.text import detect_lang
 from kb.types import Chunk, Document
@@ -63,7 +63,8 @@ def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
     if selftext and selftext not in GONE:
         spans.append((None, *add(selftext)))
         add("\n")
-    for comment in _walk(comments):
+    ordered = _walk(comments)
+    for comment in ordered:
         add(f"\n{'  ' * comment.depth}u/{comment.author} ({comment.score} points):\n")
         if comment.body in GONE or not comment.body:
             add(comment.body or "[empty]")
@@ -83,7 +84,7 @@ def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
         author=post_author,
         date=_date(post.get("created_utc")),
     )
-    by_name = {f"t1_{c.id}": c for c in _walk(comments)}
+    by_name = {f"t1_{c.id}": c for c in ordered}
     post_text = f"{title}\n{selftext}".strip()
     maker = ChunkMaker(doc_id, "thread", text, lang)
     chunks = []
@@ -126,16 +127,11 @@ def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
 
 
 def _paragraph_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    max_chars = int(SPLITTER["article_max_chars"])
     paragraphs = [
         (start + m.start(), start + m.end())
         for m in re.finditer(r"\S(?:.*?\S)?(?=\n\s*\n|\Z)", text[start:end], re.S)
     ]
-    return [
-        piece
-        for a, b in pack_blocks(paragraphs, max_chars)
-        for piece in split_span(text, a, b, max_chars, int(SPLITTER["overlap_sentences"]))
-    ]
+    return pack_and_split(text, paragraphs, int(SPLITTER["article_max_chars"]))
 
 
 def _read_export(data: Any) -> tuple[dict[str, Any], list[_Comment]]:
