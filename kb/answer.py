@@ -1,10 +1,10 @@
-"""Extractive answers: rank the sentences of the best chunks, answer with the best one and its
-strongest neighbours from the same passage, cite each sentence exactly, verify every citation
-against the document text, and abstain when the calibrated confidence is low.
+"""Extractive answers: rank the sentences of the best chunks, answer with the best one and the
+strongest other sentences (official sources first), cite each sentence exactly, verify every
+citation against the document text, and abstain when the calibrated confidence is low.
 
 Two small logistic models decide: a sentence ranker (is this sentence the answer?) and a
-confidence model (is the chosen answer supported?). Both are fitted on the golden set by
-``kbq eval --calibrate`` and stored in ``kb/calibration.json``.
+confidence model (does the material cover this question at all?). Both are fitted on the golden
+set by ``kbq eval --calibrate`` and stored in ``kb/calibration.json``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kb.retrieve import Retriever, Signals
+from kb.retrieve import Retriever, Signals, signal_weight
 from kb.text import detect_lang, tokenize
 from kb.types import OFFICIAL_KINDS, Answer, Citation, Document, Hit
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 2000
 CANDIDATE_CHUNKS = 5
 MAX_SENTENCES = 3
-NEIGHBOUR_SHARE = 0.1  # a second sentence must score at least this share of the best one (golden set: 0.5 -> 0.1 lifts support 0.64 -> 0.70)
+NEIGHBOUR_SHARE = 0.1  # another sentence must score at least this share of the best one (golden set: 0.5 -> 0.1 lifts support 0.64 -> 0.70)
 REDUNDANT = 0.85  # sentence-vector cosine above which a second sentence adds nothing
 ABSTAIN = {
     "en": "The material does not cover this question. The nearest passages are listed for you to check; "
@@ -48,7 +49,10 @@ SENTENCE_FEATURES = (
     "lead",
     "question_match",
 )
-ANSWER_FEATURES = ("ranker", "dense", "coverage", "fused", "margin", "unknown")
+ANSWER_FEATURES = ("ranker", "dense", "coverage", "fused", "margin", "unknown", "missing_name")
+# Things a question names: words with a digit (c6i, p3.16xlarge, 2024) and words with a capital
+# (Graviton, Terraform, vCPUs). One the corpus never mentions is strong evidence the material cannot answer.
+NAMED = re.compile(r"(?<![A-Za-z0-9])(?:[A-Za-z]*\d[\w.\-]*|[A-Za-z]*[A-Z][\w\-]*)")
 
 
 class InvalidQuestion(ValueError):
@@ -93,11 +97,20 @@ class Calibration:
     threshold: float = 0.5
 
     @classmethod
-    def load(cls, path: Path = CALIBRATION_FILE) -> Calibration:
-        if not path.exists():
+    def load(cls, models: Collection[str], path: Path = CALIBRATION_FILE) -> Calibration:
+        """The calibration fitted for this set of embedders (their scores and cosines differ),
+        or the built-in defaults when none was fitted."""
+        entry = _read_calibrations(path).get(calibration_key(models))
+        if entry is None:
+            log.warning("no calibration for embedders %s; using defaults", calibration_key(models))
             return cls()
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(Logistic(**data["ranker"]), Logistic(**data["confidence"]), float(data["threshold"]))
+        return cls(Logistic(**entry["ranker"]), Logistic(**entry["confidence"]), float(entry["threshold"]))
+
+    def save(self, models: Collection[str], path: Path = CALIBRATION_FILE) -> None:
+        """Store this calibration for ``models``, keeping those of other embedder sets."""
+        entries = _read_calibrations(path)
+        entries[calibration_key(models)] = self.to_dict()
+        path.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
     def to_dict(self) -> dict:
         return {
@@ -105,6 +118,14 @@ class Calibration:
             "confidence": {"coef": dict(self.confidence.coef), "bias": self.confidence.bias},
             "threshold": self.threshold,
         }
+
+
+def calibration_key(models: Collection[str]) -> str:
+    return "+".join(models)
+
+
+def _read_calibrations(path: Path) -> dict[str, dict]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,7 @@ class Draft:
     hits: list[Hit]
     candidates: list[Candidate]
     unknown: float = 0.0  # share of the question's terms that appear nowhere in the corpus
+    missing_name: float = 0.0  # 1.0 when the question names something the corpus never mentions
 
 
 def check_question(question: str) -> str:
@@ -153,7 +175,7 @@ def verify(citation: Citation, documents: dict[str, Document]) -> bool:
 class Answerer:
     def __init__(self, retriever: Retriever, calibration: Calibration | None = None) -> None:
         self.retriever = retriever
-        self.calibration = calibration or Calibration.load()
+        self.calibration = calibration or Calibration.load(list(retriever.embedders))
         self._sentences_by_row: dict[int, list[int]] = {}
         for i, row in enumerate(retriever.index.sentences.chunk_row.tolist()):
             self._sentences_by_row.setdefault(row, []).append(i)
@@ -173,7 +195,10 @@ class Answerer:
         terms = set(tokenize(question))
         vocab = self.retriever.index.lexical.vocab
         unknown = sum(t not in vocab for t in terms) / len(terms) if terms else 0.0
-        return Draft(question, signals.query_lang, hits, self._candidates(question, signals, hits), unknown)
+        names = [set(tokenize(name)) for name in NAMED.findall(question)]
+        missing_name = float(any(name and not name <= vocab.keys() for name in names))
+        candidates = self._candidates(question, signals, hits)
+        return Draft(question, signals.query_lang, hits, candidates, unknown, missing_name)
 
     def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:
         """Choose sentences, decide to answer or abstain, and build verified citations."""
@@ -199,7 +224,7 @@ class Answerer:
             parts.append(f"{prefix}{citation.quote}{'' if cand.lang == 'zh' else ' '}[{citation.n}]")
         if not citations:
             return self._abstain(answer_id, draft, 0.0)
-        joiner = "" if chosen[0].lang == "zh" else " "
+        joiner = "" if all(c.lang == "zh" for c in chosen) else " "
         return Answer(answer_id, draft.question, joiner.join(parts), False, confidence, tuple(citations))
 
     # ------------------------------------------------------------ candidates
@@ -208,12 +233,11 @@ class Answerer:
         index = self.retriever.index
         lexical = index.lexical
         q_terms = set(tokenize(question))
-        sims_by_model = list(signals.sentence_sims.values())
         out = []
         for hit in hits[:CANDIDATE_CHUNKS]:
             doc = index.documents[hit.chunk.doc_id]
             sids = self._sentences_by_row.get(hit.row, [])
-            sims = {i: float(np.mean([m[i] for m in sims_by_model])) if sims_by_model else 0.0 for i in sids}
+            sims = self._sentence_similarity(signals, hit.chunk.lang, sids)
             question_match = max(sims.values(), default=0.0)
             chunk_coverage = lexical.coverage(
                 q_terms, set(tokenize(hit.chunk.context + " " + hit.chunk.text))
@@ -242,11 +266,29 @@ class Answerer:
                 )
         return out
 
+    def _sentence_similarity(self, signals: Signals, passage_lang: str, sids: list[int]) -> dict[int, float]:
+        """Each sentence's cosine to the question, averaged over the embedders with the weights
+        retrieval gives them for this language pair: MiniLM's cosine to a Chinese sentence is
+        noise, USE's to an English one for an English question is the weaker signal."""
+        sims = signals.sentence_sims
+        weights = {
+            m: signal_weight(self.retriever.weights, signals.query_lang, passage_lang, m) for m in sims
+        }
+        total = sum(weights.values())
+        if total <= 0:
+            weights, total = dict.fromkeys(sims, 1.0), float(len(sims) or 1)
+        return {i: sum(w * float(sims[m][i]) for m, w in weights.items()) / total for i in sids}
+
     # ------------------------------------------------------------ choice
 
     def choose(self, draft: Draft, model: Calibration) -> tuple[list[Candidate], dict[str, float]]:
-        """The best sentence and its strongest non-redundant neighbours from the same passage,
-        in document order, plus the features the confidence model reads."""
+        """The best sentence and the strongest non-redundant others from any candidate passage,
+        plus the features the confidence model reads.
+
+        Official sentences come first, then community reports, each passage in retrieval order
+        and each passage's sentences in document order: when a thread comment and the FAQ or
+        the article disagree, the official source leads and the comment follows, labelled.
+        """
         if not draft.candidates:
             return [], {}
         scored = sorted(((model.ranker(c.features), c) for c in draft.candidates), key=lambda x: -x[0])
@@ -255,18 +297,20 @@ class Answerer:
         for score, cand in scored[1:]:
             if len(chosen) >= MAX_SENTENCES or score < NEIGHBOUR_SHARE * best_score:
                 break
-            if cand.row == best.row and not any(self._similar(cand, c) for c in chosen):
+            if not any(self._similar(cand, c) for c in chosen):
                 chosen.append(cand)
         fused = [h.score for h in draft.hits]
         features = {
             "ranker": best_score,
-            "dense": best.features["dense"],
+            "dense": max(c.features["dense"] for c in draft.candidates),
             "coverage": best.features["coverage"],
             "fused": best.features["fused"],
             "margin": fused[0] - fused[1] if len(fused) > 1 else 0.0,
             "unknown": draft.unknown,
+            "missing_name": draft.missing_name,
         }
-        return sorted(chosen, key=lambda c: c.start), features
+        rank = {h.row: h.rank for h in draft.hits}
+        return sorted(chosen, key=lambda c: (not c.official, rank.get(c.row, 0), c.start)), features
 
     def _similar(self, a: Candidate, b: Candidate) -> bool:
         """Overlapping spans, or two sentences that say the same thing."""

@@ -72,6 +72,28 @@ def test_official_source_wins_over_a_wrong_thread_claim(kb):
     assert answer.citations[0].source in ("faq", "article")
 
 
+def test_official_sentences_lead_and_community_reports_follow(kb):
+    draft = kb.answerer.draft("听说 C5 比 C4 便宜一半,真的假的?")
+    always = replace(kb.answerer.calibration, threshold=0.0)
+    answer = kb.answerer.finish(draft, always)
+    kinds = [c.community for c in answer.citations]
+    assert kinds == sorted(kinds), "a community report came before an official sentence"
+    assert any(not c.community for c in answer.citations)
+
+
+@pytest.mark.parametrize(
+    ("question", "missing"),
+    [
+        ("How many cores does the Graviton2 processor have?", 1.0),
+        ("c6i.large 每小时多少钱?", 1.0),
+        ("How many vCPUs does a c5.18xlarge have?", 0.0),
+        ("C5 用的是什么处理器?", 0.0),
+    ],
+)
+def test_a_question_naming_something_the_corpus_never_mentions_is_flagged(kb, question, missing):
+    assert kb.answerer.draft(question).missing_name == missing
+
+
 @pytest.mark.parametrize("question", ["", "   ", "x" * 2001])
 def test_empty_or_huge_question_is_a_clear_error(kb, question):
     with pytest.raises(InvalidQuestion):
