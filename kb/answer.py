@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from kb.retrieve import Retriever, Signals, signal_weight
 from kb.text import detect_lang, tokenize
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 2000
 CANDIDATE_CHUNKS = 5
 MAX_SENTENCES = 3
-NEIGHBOUR_SHARE = 0.1  # another sentence must score at least this share of the best one (golden set: 0.5 -> 0.1 lifts support 0.64 -> 0.70)
+NEIGHBOUR_SHARE = 0.1  # another sentence must score at least this share of the best one
 REDUNDANT = 0.85  # sentence-vector cosine above which a second sentence adds nothing
 ABSTAIN = {
     "en": "The material does not cover this question. The nearest passages are listed for you to check; "
@@ -49,10 +48,23 @@ SENTENCE_FEATURES = (
     "lead",
     "question_match",
 )
-ANSWER_FEATURES = ("ranker", "dense", "coverage", "fused", "margin", "unknown", "missing_name")
+ANSWER_FEATURES = ("ranker", "dense", "unknown", "missing_name")
 # Things a question names: words with a digit (c6i, p3.16xlarge, 2024) and words with a capital
 # (Graviton, Terraform, vCPUs). One the corpus never mentions is strong evidence the material cannot answer.
-NAMED = re.compile(r"(?<![A-Za-z0-9])(?:[A-Za-z]*\d[\w.\-]*|[A-Za-z]*[A-Z][\w\-]*)")
+# ASCII only, so a name written against Chinese text ("KVM为什么比Xen好") stops at the first Chinese character.
+NAMED = re.compile(r"(?<![A-Za-z0-9])(?:[A-Za-z]*\d[\w.\-]*|[A-Za-z]*[A-Z][\w\-]*)", re.ASCII)
+
+
+def named_terms(question: str) -> list[set[str]]:
+    """The index terms of each thing the question names; a capitalised first word is not a name."""
+    out = []
+    for match in NAMED.finditer(question):
+        word = match.group()
+        first = not question[: match.start()].strip()
+        if (first and not any(ch.isdigit() for ch in word)) or not (terms := set(tokenize(word))):
+            continue
+        out.append(terms)
+    return out
 
 
 class InvalidQuestion(ValueError):
@@ -91,7 +103,7 @@ class Calibration:
     )
     confidence: Logistic = field(
         default_factory=lambda: Logistic(
-            {"ranker": 4.0, "dense": 3.0, "coverage": 2.0, "fused": 0.2, "margin": 0.2}, -5.0
+            {"ranker": 4.0, "dense": 6.0, "unknown": -2.0, "missing_name": -4.0}, -4.0
         )
     )
     threshold: float = 0.5
@@ -104,13 +116,20 @@ class Calibration:
         if entry is None:
             log.warning("no calibration for embedders %s; using defaults", calibration_key(models))
             return cls()
-        return cls(Logistic(**entry["ranker"]), Logistic(**entry["confidence"]), float(entry["threshold"]))
+        return cls.from_dict(entry)
+
+    @classmethod
+    def from_dict(cls, entry: Mapping) -> Calibration:
+        models = [Logistic(dict(entry[k]["coef"]), float(entry[k]["bias"])) for k in ("ranker", "confidence")]
+        return cls(models[0], models[1], float(entry["threshold"]))
 
     def save(self, models: Collection[str], path: Path = CALIBRATION_FILE) -> None:
         """Store this calibration for ``models``, keeping those of other embedder sets."""
         entries = _read_calibrations(path)
         entries[calibration_key(models)] = self.to_dict()
-        path.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(partial, path)
 
     def to_dict(self) -> dict:
         return {
@@ -121,11 +140,25 @@ class Calibration:
 
 
 def calibration_key(models: Collection[str]) -> str:
-    return "+".join(models)
+    return "+".join(sorted(models))
 
 
 def _read_calibrations(path: Path) -> dict[str, dict]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    """Every well-formed entry of the calibration file; a broken file or entry is logged and skipped."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        log.error("ignoring unreadable calibration file %s: %s", path, exc)
+        return {}
+    entries = {}
+    for key, entry in data.items() if isinstance(data, dict) else []:
+        try:
+            Calibration.from_dict(entry)
+        except (TypeError, KeyError, ValueError):
+            log.error("ignoring malformed calibration for %s in %s", key, path)
+            continue
+        entries[key] = entry
+    return entries
 
 
 @dataclass(frozen=True)
@@ -195,8 +228,7 @@ class Answerer:
         terms = set(tokenize(question))
         vocab = self.retriever.index.lexical.vocab
         unknown = sum(t not in vocab for t in terms) / len(terms) if terms else 0.0
-        names = [set(tokenize(name)) for name in NAMED.findall(question)]
-        missing_name = float(any(name and not name <= vocab.keys() for name in names))
+        missing_name = float(any(not name <= vocab.keys() for name in named_terms(question)))
         candidates = self._candidates(question, signals, hits)
         return Draft(question, signals.query_lang, hits, candidates, unknown, missing_name)
 
@@ -268,8 +300,8 @@ class Answerer:
 
     def _sentence_similarity(self, signals: Signals, passage_lang: str, sids: list[int]) -> dict[int, float]:
         """Each sentence's cosine to the question, averaged over the embedders with the weights
-        retrieval gives them for this language pair: MiniLM's cosine to a Chinese sentence is
-        noise, USE's to an English one for an English question is the weaker signal."""
+        retrieval gives them for this language pair: MiniLM cannot cross languages, and for an
+        English question over English text USE is the weaker signal."""
         sims = signals.sentence_sims
         weights = {
             m: signal_weight(self.retriever.weights, signals.query_lang, passage_lang, m) for m in sims
@@ -285,8 +317,8 @@ class Answerer:
         """The best sentence and the strongest non-redundant others from any candidate passage,
         plus the features the confidence model reads.
 
-        Official sentences come first, then community reports, each passage in retrieval order
-        and each passage's sentences in document order: when a thread comment and the FAQ or
+        Official sentences come first, then community reports; within each, the best sentence's
+        passage leads, then the others in retrieval order, each in document order: when a thread comment and the FAQ or
         the article disagree, the official source leads and the comment follows, labelled.
         """
         if not draft.candidates:
@@ -299,18 +331,15 @@ class Answerer:
                 break
             if not any(self._similar(cand, c) for c in chosen):
                 chosen.append(cand)
-        fused = [h.score for h in draft.hits]
         features = {
             "ranker": best_score,
             "dense": max(c.features["dense"] for c in draft.candidates),
-            "coverage": best.features["coverage"],
-            "fused": best.features["fused"],
-            "margin": fused[0] - fused[1] if len(fused) > 1 else 0.0,
             "unknown": draft.unknown,
             "missing_name": draft.missing_name,
         }
         rank = {h.row: h.rank for h in draft.hits}
-        return sorted(chosen, key=lambda c: (not c.official, rank.get(c.row, 0), c.start)), features
+        order = sorted(chosen, key=lambda c: (not c.official, c.row != best.row, rank[c.row], c.start))
+        return order, features
 
     def _similar(self, a: Candidate, b: Candidate) -> bool:
         """Overlapping spans, or two sentences that say the same thing."""

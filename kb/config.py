@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-DEFAULT_MODEL = "use"
+DEFAULT_MODEL = "use+minilm"
 
 
 @dataclass(frozen=True)

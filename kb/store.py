@@ -139,7 +139,9 @@ def _read_jsonl(path: Path) -> Iterator[dict]:
 def _load_sentences(path: Path, model_ids: list[str]) -> Sentences:
     with np.load(path / "sentences.npz", allow_pickle=False) as z:
         rows, starts, ends = z["chunk_row"], z["start"], z["end"]
-    vectors = {mid: np.load(path / f"sentences-{file_slug(mid)}.npy", allow_pickle=False) for mid in model_ids}
+    vectors = {
+        mid: np.load(path / f"sentences-{file_slug(mid)}.npy", allow_pickle=False) for mid in model_ids
+    }
     return Sentences(rows, starts, ends, vectors)
 
 

@@ -11,11 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals import public
+from evals import beir, embed_cache, public, report, scoring, signals
 from evals.metrics import ndcg_at
 from kb.dense import DenseIndex
+from kb.embed import MINILM_ID, USE_ID
 from kb.lexical import Bm25Index
-from kb.retrieve import DEFAULT_WEIGHTS, LEXICAL, Retriever, Signals, zscore
+from kb.retrieve import (
+    DEFAULT_WEIGHTS,
+    LEXICAL,
+    PAIR_WEIGHTS,
+    Retriever,
+    Signals,
+    Weights,
+    default_weights,
+    zscore,
+)
 from kb.store import LoadedIndex, Sentences
 
 EN_DOCS = {
@@ -49,8 +59,9 @@ class FakeEmbedder:
 
     dim = 64
 
-    def __init__(self, model_id: str) -> None:
+    def __init__(self, model_id: str, salt: str = "") -> None:
         self.model_id = model_id
+        self.salt = salt  # a different salt: a different embedding space
         self.calls = 0
 
     def embed_documents(self, texts):  # type: ignore[no-untyped-def]
@@ -59,7 +70,9 @@ class FakeEmbedder:
         for i, text in enumerate(texts):
             t = f"  {text.lower()}  "
             for j in range(len(t) - 2):
-                out[i, int(hashlib.md5(t[j : j + 3].encode()).hexdigest()[:6], 16) % self.dim] += 1.0
+                out[
+                    i, int(hashlib.md5((self.salt + t[j : j + 3]).encode()).hexdigest()[:6], 16) % self.dim
+                ] += 1.0
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     embed_queries = embed_documents
@@ -97,25 +110,25 @@ def bench(tmp_path: Path) -> Path:
 
 
 def test_ndcg_and_recall_on_known_rankings() -> None:
-    assert public.ndcg(["a", "b", "c"], {"a": 1}) == 1.0
-    assert public.ndcg(["x", "a"], {"a": 1}) == pytest.approx(1 / math.log2(3))
+    assert scoring.ndcg(["a", "b", "c"], {"a": 1}) == 1.0
+    assert scoring.ndcg(["x", "a"], {"a": 1}) == pytest.approx(1 / math.log2(3))
     two = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))  # relevant at ranks 1 and 3 of 2 relevant
-    assert public.ndcg(["a", "x", "b"], {"a": 1, "b": 1}) == pytest.approx(two)
-    assert public.ndcg(["a", "x", "b"], {"a": 1, "b": 1}) == pytest.approx(ndcg_at([True, False, True], 2))
-    assert public.ndcg([f"x{i}" for i in range(10)] + ["a"], {"a": 1}) == 0.0  # rank 11 is outside @10
+    assert scoring.ndcg(["a", "x", "b"], {"a": 1, "b": 1}) == pytest.approx(two)
+    assert scoring.ndcg(["a", "x", "b"], {"a": 1, "b": 1}) == pytest.approx(ndcg_at([True, False, True], 2))
+    assert scoring.ndcg([f"x{i}" for i in range(10)] + ["a"], {"a": 1}) == 0.0  # rank 11 is outside @10
     graded = (2 / math.log2(3) + 1 / math.log2(2)) / (2 + 1 / math.log2(3))  # linear gains, as pytrec_eval
-    assert public.ndcg(["b", "a"], {"a": 2, "b": 1}) == pytest.approx(graded)
-    assert public.ndcg(["a"], {}) == 0.0
+    assert scoring.ndcg(["b", "a"], {"a": 2, "b": 1}) == pytest.approx(graded)
+    assert scoring.ndcg(["a"], {}) == 0.0
     ranked = [f"x{i}" for i in range(99)] + ["a", "b"]
-    assert public.recall(ranked, {"a": 1, "b": 1}) == 0.5  # b is 101st
-    assert public.recall(["a", "b"], {"a": 1, "b": 1, "c": 0}) == 1.0  # score-0 judgements are not relevant
+    assert scoring.recall(ranked, {"a": 1, "b": 1}) == 0.5  # b is 101st
+    assert scoring.recall(["a", "b"], {"a": 1, "b": 1, "c": 0}) == 1.0  # score-0 judgements are not relevant
 
 
 def test_ranking_breaks_ties_by_position_and_evaluate_averages() -> None:
     scores = np.array([[0.5, 0.9, 0.5, 0.1], [0.0, 0.0, 0.0, 1.0]], dtype=np.float32)
-    assert public.ranking(scores, 3).tolist() == [[1, 0, 2], [3, 0, 1]]
-    chunked = public.Chunked([], np.arange(4), np.array([]))
-    run = public.Run(
+    assert scoring.ranking(scores, 3).tolist() == [[1, 0, 2], [3, 0, 1]]
+    chunked = signals.Chunked([], np.arange(4), np.array([]))
+    run = signals.Run(
         "t",
         "doc",
         ["a", "b", "c", "d"],
@@ -125,64 +138,112 @@ def test_ranking_breaks_ties_by_position_and_evaluate_averages() -> None:
         {"q1": {"b": 1}, "q2": {"a": 1}},
         {},
     )
-    m = public.evaluate(run, scores)
+    m = scoring.evaluate(run, scores)
     assert m == {"ndcg@10": round((1 + 1 / math.log2(3)) / 2, 4), "recall@100": 1.0}
 
 
 def test_document_scores_its_best_chunk() -> None:
-    chunked = public.Chunked([], np.array([0, 2, 3]), np.array([]))
-    run = public.Run("t", "chunks", ["a", "b", "c"], chunked, ["q"], np.array(["en"]), {"q": {}}, {})
-    got = public.doc_scores(run, np.array([[0.1, 0.7, -1.0, 0.2, 0.3]], dtype=np.float32))
+    chunked = signals.Chunked([], np.array([0, 2, 3]), np.array([]))
+    run = signals.Run("t", "chunks", ["a", "b", "c"], chunked, ["q"], np.array(["en"]), {"q": {}}, {})
+    got = scoring.doc_scores(run, np.array([[0.1, 0.7, -1.0, 0.2, 0.3]], dtype=np.float32))
     assert got[0].tolist() == pytest.approx([0.7, -1.0, 0.3])
 
 
 # ---------------------------------------------------------------- fidelity to kb
 
 
-def test_fusion_is_kbs_fusion() -> None:
-    """With a table that uses only kb's keys, the runner's fusion equals Retriever.fused row by row."""
+def mixed_index_run(embedders: dict[str, FakeEmbedder]) -> tuple[signals.Run, Retriever, list[str]]:
+    """The English and Chinese documents cut into chunks, two queries (en, zh), as a run whose dense signals
+    are named by alias, and kb's Retriever over the same chunks with the embedders under their model ids."""
     titles = [t for t, _ in EN_DOCS.values()] + ["" for _ in ZH_DOCS]
     texts = [x for _, x in EN_DOCS.values()] + [x for _, x in ZH_DOCS.values()]
-    chunked = public.chunk_corpus(list(EN_DOCS) + list(ZH_DOCS), titles, texts, "chunks")
-    assert len(chunked.chunks) > len(texts)  # the long storage document was split
-    assert {str(x) for x in chunked.langs} == {"en", "zh"}
+    chunked = signals.chunk_corpus(list(EN_DOCS) + list(ZH_DOCS), titles, texts, "chunks")
     queries = ["Which hypervisor do C5 instances use?", "根盘为什么变成 nvme0n1？"]
-    emb = FakeEmbedder("fake")
-    lexical = public.lexical_scores(public.LEXICAL_VARIANTS["bm25"], chunked.texts, queries)
-    dense = public.dense_scores(emb.embed_documents(chunked.texts), emb.embed_queries(queries))
-    run = public.Run(
-        "t", "chunks", [], chunked, ["q1", "q2"], np.array(["en", "zh"]), {}, {"bm25": lexical, "fake": dense}
-    )
-    ours = public.fuse(run, ["bm25", "fake"], DEFAULT_WEIGHTS)
-    vectors = emb.embed_documents(chunked.texts)
+    raw = {"bm25": signals.lexical_scores(signals.LEXICAL_VARIANTS["bm25"], chunked.texts, queries)}
+    for alias, emb in embedders.items():
+        raw[alias] = signals.dense_scores(emb.embed_documents(chunked.texts), emb.embed_queries(queries))
+    run = signals.Run("t", "chunks", [], chunked, ["q1", "q2"], np.array(["en", "zh"]), {}, raw)
     index = LoadedIndex(
         Path("."),
         {},
         {},
         chunked.chunks,
-        {"fake": DenseIndex.build(vectors)},
+        {e.model_id: DenseIndex.build(e.embed_documents(chunked.texts)) for e in embedders.values()},
         Bm25Index.build(chunked.texts),
         Sentences(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32), {}),
     )
-    retriever = Retriever(index, {"fake": emb})
+    return run, Retriever(index, {e.model_id: e for e in embedders.values()}), queries
+
+
+def assert_fused_like_kb(
+    run: signals.Run,
+    retriever: Retriever,
+    queries: list[str],
+    embedders: dict[str, FakeEmbedder],
+    weights: Weights,
+) -> None:
+    ours = scoring.fuse(run, list(run.raw), weights)
+    by_model = {e.model_id: alias for alias, e in embedders.items()}
     for i, q in enumerate(queries):
-        signals = retriever.signals(q)
-        assert np.allclose(signals.raw[LEXICAL], lexical[i], atol=1e-5)
-        assert np.allclose(signals.raw["fake"], dense[i], atol=1e-5)
-        assert np.allclose(zscore(lexical[i]), public.zscore_rows(lexical[i : i + 1])[0], atol=1e-5)
-        kb_fused = retriever.fused(Signals(signals.query_lang, signals.raw, {}))
+        sig = retriever.signals(q)
+        assert sig.query_lang == run.qlangs[i]
+        assert np.allclose(sig.raw[LEXICAL], run.raw["bm25"][i], atol=1e-5)
+        for model_id, alias in by_model.items():
+            assert np.allclose(sig.raw[model_id], run.raw[alias][i], atol=1e-5)
+        kb_fused = retriever.fused(Signals(sig.query_lang, sig.raw, {}))
         assert np.ptp(kb_fused - ours[i]) < 1e-4  # equal up to a constant (kb's prior for official sources)
-    # a per-embedder key overrides the shared "dense" weight, which stays the fallback
-    table = {pair: {LEXICAL: 1.0, "dense": 0.5, "use": 2.0} for pair in DEFAULT_WEIGHTS}
-    assert public.weight(table, "en", "zh", "use") == 2.0
-    assert public.weight(table, "en", "zh", "minilm") == 0.5
-    assert public.weight(table, "zh", "zh", "bm25-jieba") == 1.0
+
+
+def test_fusion_is_kbs_fusion() -> None:
+    """With one embedder (kb's DEFAULT_WEIGHTS), the runner's fusion equals Retriever.fused row by row."""
+    fakes = {"fake": FakeEmbedder("fake")}
+    run, retriever, queries = mixed_index_run(fakes)
+    assert len(run.chunked.chunks) > len(EN_DOCS) + len(ZH_DOCS)  # the long storage document was split
+    assert {str(x) for x in run.chunked.langs} == {"en", "zh"}
+    assert retriever.weights is DEFAULT_WEIGHTS
+    lexical = run.raw["bm25"]
+    assert np.allclose(zscore(lexical[0]), scoring.zscore_rows(lexical[:1])[0], atol=1e-5)
+    assert_fused_like_kb(run, retriever, queries, fakes, DEFAULT_WEIGHTS)
+
+
+def test_shipped_kbq_is_kbs_default_use_plus_minilm() -> None:
+    """``kbq`` weighs BM25, USE and MiniLM exactly as kb does with its default embedders (PAIR_WEIGHTS)."""
+    assert scoring.KBQ.weights is PAIR_WEIGHTS
+    assert scoring.KBQ.weights is default_weights([USE_ID, MINILM_ID])
+    fakes = {"use": FakeEmbedder(USE_ID), "minilm": FakeEmbedder(MINILM_ID, salt="m")}
+    run, retriever, queries = mixed_index_run(fakes)
+    assert retriever.weights is PAIR_WEIGHTS
+    assert_fused_like_kb(run, retriever, queries, fakes, scoring.KBQ.weights)
+    # benchmark signal names map to the keys kb.retrieve.signal_weight takes
+    keys = [scoring.signal_key(s) for s in ("bm25", "bm25-jieba", "use-sent", "minilm")]
+    assert keys == [LEXICAL, LEXICAL, "use", "minilm"]
+
+
+def test_kbq_signals_sentence_aware_and_only_what_weighs() -> None:
+    def run(langs: list[str], raw: list[str]) -> signals.Run:
+        chunked = signals.Chunked([], np.arange(len(langs)), np.array(langs))
+        zeros = np.zeros((1, len(langs)), dtype=np.float32)
+        return signals.Run(
+            "t", "chunks-faq", [], chunked, ["q"], np.array(["en"]), {}, {s: zeros for s in raw}
+        )
+
+    every = ["bm25", "bm25-uni", "use", "minilm", "use-sent", "minilm-sent"]
+    assert scoring.kbq_signals(run(["en", "zh"], every)) == ["bm25", "use-sent", "minilm-sent"]
+    # SciFact: MiniLM sentence vectors only, and USE weighs 0 for en -> en
+    assert scoring.kbq_signals(run(["en"], ["bm25", "use", "minilm", "minilm-sent"])) == [
+        "bm25",
+        "minilm-sent",
+    ]
+    assert scoring.kbq_signals(run(["en", "zh"], ["bm25", "use", "minilm", "minilm-sent"])) is None
+    systems = scoring.systems_for(run(["en"], every))
+    assert systems["kbq-use-only"] == (["bm25", "use-sent"], DEFAULT_WEIGHTS)
+    assert "kbq" not in systems
 
 
 def test_kbq_uses_the_language_pair_of_query_and_passage() -> None:
-    chunked = public.Chunked([], np.array([0, 1, 2, 3]), np.array(["en", "en", "zh", "zh"]))
+    chunked = signals.Chunked([], np.array([0, 1, 2, 3]), np.array(["en", "en", "zh", "zh"]))
     scores = np.array([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0]], dtype=np.float32)
-    run = public.Run(
+    run = signals.Run(
         "t",
         "doc",
         ["a", "b", "c", "d"],
@@ -198,7 +259,7 @@ def test_kbq_uses_the_language_pair_of_query_and_passage() -> None:
         ("zh", "en"): {LEXICAL: 2.0, "use": 0.0},
         ("zh", "zh"): {LEXICAL: 0.0, "use": 0.0},
     }
-    fused = public.fuse(run, ["bm25", "use"], table)
+    fused = scoring.fuse(run, ["bm25", "use"], table)
     assert np.allclose(fused, [[1.0, -1.0, 3.0, -3.0], [2.0, -2.0, 0.0, 0.0]])  # z of [1, 0] is [1, -1]
 
 
@@ -211,7 +272,7 @@ def test_runner_end_to_end_on_synthetic_bench(bench: Path, tmp_path: Path) -> No
     args = ["--bench", str(bench), "--cache", str(cache), "--out", str(out)]
     assert public.main(args, embedders=fakes) == 0
     results = json.loads((out / "public.json").read_text(encoding="utf-8"))
-    assert set(results) == set(public.DATASETS)
+    assert set(results) == set(beir.DATASETS)
     for dataset, systems in results.items():
         for name in (
             "bm25",
@@ -220,10 +281,13 @@ def test_runner_end_to_end_on_synthetic_bench(bench: Path, tmp_path: Path) -> No
             "bm25+minilm",
             "bm25+use+minilm",
             "kbq",
-            "recommended",
+            "kbq-use-only",
             "bm25@doc",
+            "kbq-use-only@doc",
         ):
             assert name in systems, (dataset, name)
+        assert ("kbq@test-half" in systems) == dataset.startswith("xquad"), dataset
+        assert "recommended" not in systems
         for metrics in systems.values():
             assert set(metrics) == {"ndcg@10", "recall@100"}
             assert all(0.0 <= v <= 1.0 for v in metrics.values())
@@ -240,24 +304,26 @@ def test_runner_end_to_end_on_synthetic_bench(bench: Path, tmp_path: Path) -> No
 
 
 def test_bench_is_never_inside_the_repo() -> None:
-    assert public.DEFAULT_CACHE.resolve().parts[: len(public.ROOT.parts)] != public.ROOT.parts
-    assert not (public.ROOT / "evals" / "results" / "corpus.jsonl").exists()
+    assert embed_cache.DEFAULT_CACHE.resolve().parts[: len(beir.ROOT.parts)] != beir.ROOT.parts
+    assert not (beir.ROOT / "evals" / "results" / "corpus.jsonl").exists()
 
 
 # ---------------------------------------------------------------- the committed results
 
 
-def test_committed_results_shipped_beats_bm25_and_recommended_meets_targets() -> None:
-    """The shipped configuration (``kbq``, USE only so a cold ``kbq ask`` stays fast) must beat its own
-    lexical half everywhere; the recommended one (needs MiniLM at query time) must meet the issue's targets."""
-    path = public.RESULTS / "public.json"
+def test_committed_results_shipped_meets_targets() -> None:
+    """The shipped configuration (``kbq``: BM25 + USE + MiniLM, PAIR_WEIGHTS) meets the issue's targets and
+    beats both its lexical half and the previous default (``kbq-use-only``) everywhere."""
+    path = report.RESULTS / "public.json"
     assert path.exists(), "run `python -m evals.public` to regenerate evals/results/public.json"
     results = json.loads(path.read_text(encoding="utf-8"))
     assert set(results) == {"scifact", "xquad-en", "xquad-zh", "xquad-en2zh"}
-    for dataset, target in public.TARGETS.items():
+    for dataset, target in report.TARGETS.items():
         systems = results[dataset]
-        assert {"bm25", "use", "minilm", "kbq", "recommended"} <= set(systems)
-        assert systems["kbq"]["ndcg@10"] > systems["bm25"]["ndcg@10"], dataset
-        got = systems["recommended"]["ndcg@10"]
-        assert got >= target, f"{dataset}: recommended {got} < {target}"
-    assert (public.RESULTS / "public.md").exists()
+        assert {"bm25", "use", "minilm", "kbq", "kbq-use-only"} <= set(systems)
+        assert "recommended" not in systems
+        got = systems["kbq"]["ndcg@10"]
+        assert got > systems["bm25"]["ndcg@10"], dataset
+        assert got > systems["kbq-use-only"]["ndcg@10"], dataset
+        assert got >= target, f"{dataset}: kbq {got} < {target}"
+    assert (report.RESULTS / "public.md").exists()

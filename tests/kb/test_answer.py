@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from kb.answer import ABSTAIN, COMMUNITY, InvalidQuestion, verify
+from kb.answer import ABSTAIN, COMMUNITY, Calibration, InvalidQuestion, verify
 
 QUESTIONS = [
     "Which regions have C5?",
@@ -88,10 +88,26 @@ def test_official_sentences_lead_and_community_reports_follow(kb):
         ("c6i.large 每小时多少钱?", 1.0),
         ("How many vCPUs does a c5.18xlarge have?", 0.0),
         ("C5 用的是什么处理器?", 0.0),
+        ("KVM为什么比Xen好", 0.0),
+        ("Nitro系统是什么", 0.0),
+        ("Please explain the C5 launch", 0.0),
+        ("用Terraform2怎么建 VPC", 1.0),
     ],
 )
 def test_a_question_naming_something_the_corpus_never_mentions_is_flagged(kb, question, missing):
     assert kb.answerer.draft(question).missing_name == missing
+
+
+def test_calibration_is_kept_per_embedder_set_and_a_broken_file_falls_back(tmp_path):
+    path = tmp_path / "calibration.json"
+    fitted = replace(Calibration(), threshold=0.42)
+    fitted.save(["use", "minilm"], path)
+    assert Calibration.load(["minilm", "use"], path).threshold == 0.42  # order does not matter
+    assert Calibration.load(["use"], path) == Calibration()
+    path.write_text("{not json", encoding="utf-8")
+    assert Calibration.load(["use", "minilm"], path) == Calibration()
+    path.write_text('{"minilm+use": {"ranker": 1}}', encoding="utf-8")
+    assert Calibration.load(["use", "minilm"], path) == Calibration()
 
 
 @pytest.mark.parametrize("question", ["", "   ", "x" * 2001])
