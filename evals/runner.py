@@ -22,15 +22,14 @@ from evals.metrics import (
     success_at,
     supports,
 )
-from kb.answer import (
+from kb.answer import Draft, verify
+from kb.calibration import (
     ANSWER_FEATURES,
     CALIBRATION_FILE,
     SENTENCE_FEATURES,
     Calibration,
-    Draft,
     Logistic,
     calibration_key,
-    verify,
 )
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase

@@ -2,23 +2,19 @@
 strongest other sentences (official sources first), cite each sentence exactly, verify every
 citation against the document text, and abstain when the calibrated confidence is low.
 
-Two small logistic models decide: a sentence ranker (is this sentence the answer?) and a
-confidence model (does the material cover this question at all?). Both are fitted on the golden
-set by ``kbq eval --calibrate`` and stored in ``kb/calibration.json``.
+Two small logistic models decide (kb/calibration.py): a sentence ranker (is this sentence the
+answer?) and a confidence model (does the material cover this question at all?).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import re
 import uuid
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Collection
+from dataclasses import dataclass
 
+from kb.calibration import Calibration
 from kb.retrieve import Retriever, Signals, signal_weight
 from kb.text import detect_lang, tokenize
 from kb.types import OFFICIAL_KINDS, Answer, Citation, Document, Hit
@@ -36,19 +32,6 @@ ABSTAIN = {
     "zh": "资料中没有涉及这个问题。下面列出最接近的段落供你核对,它们并不是答案。",
 }
 COMMUNITY = {"en": "Community report: ", "zh": "社区反馈:"}
-CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
-SENTENCE_FEATURES = (
-    "dense",
-    "coverage",
-    "chunk_coverage",
-    "fused",
-    "inverse_rank",
-    "same_lang",
-    "official",
-    "lead",
-    "question_match",
-)
-ANSWER_FEATURES = ("ranker", "dense", "unknown", "missing_name")
 # Things a question names: words with a digit (c6i, p3.16xlarge, 2024) and words with a capital
 # (Graviton, Terraform, vCPUs). One the corpus never mentions is strong evidence the material cannot answer.
 # ASCII only, so a name written against Chinese text ("KVM为什么比Xen好") stops at the first Chinese character.
@@ -69,96 +52,6 @@ def named_terms(question: str) -> list[set[str]]:
 
 class InvalidQuestion(ValueError):
     """The question is empty or too long."""
-
-
-@dataclass(frozen=True)
-class Logistic:
-    coef: Mapping[str, float]
-    bias: float
-
-    def __call__(self, features: Mapping[str, float]) -> float:
-        z = self.bias + sum(self.coef.get(k, 0.0) * v for k, v in features.items())
-        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The sentence ranker, the confidence model and the abstention threshold."""
-
-    ranker: Logistic = field(
-        default_factory=lambda: Logistic(
-            {
-                "dense": 4.0,
-                "coverage": 3.0,
-                "chunk_coverage": 1.0,
-                "fused": 0.3,
-                "inverse_rank": 1.0,
-                "same_lang": 0.5,
-                "official": 0.8,
-                "lead": 0.5,
-                "question_match": 2.0,
-            },
-            -7.0,
-        )
-    )
-    confidence: Logistic = field(
-        default_factory=lambda: Logistic(
-            {"ranker": 4.0, "dense": 6.0, "unknown": -2.0, "missing_name": -4.0}, -4.0
-        )
-    )
-    threshold: float = 0.5
-
-    @classmethod
-    def load(cls, models: Collection[str], path: Path = CALIBRATION_FILE) -> Calibration:
-        """The calibration fitted for this set of embedders (their scores and cosines differ),
-        or the built-in defaults when none was fitted."""
-        entry = _read_calibrations(path).get(calibration_key(models))
-        if entry is None:
-            log.warning("no calibration for embedders %s; using defaults", calibration_key(models))
-            return cls()
-        return cls.from_dict(entry)
-
-    @classmethod
-    def from_dict(cls, entry: Mapping) -> Calibration:
-        models = [Logistic(dict(entry[k]["coef"]), float(entry[k]["bias"])) for k in ("ranker", "confidence")]
-        return cls(models[0], models[1], float(entry["threshold"]))
-
-    def save(self, models: Collection[str], path: Path = CALIBRATION_FILE) -> None:
-        """Store this calibration for ``models``, keeping those of other embedder sets."""
-        entries = _read_calibrations(path)
-        entries[calibration_key(models)] = self.to_dict()
-        partial = path.with_suffix(".tmp")
-        partial.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(partial, path)
-
-    def to_dict(self) -> dict:
-        return {
-            "ranker": {"coef": dict(self.ranker.coef), "bias": self.ranker.bias},
-            "confidence": {"coef": dict(self.confidence.coef), "bias": self.confidence.bias},
-            "threshold": self.threshold,
-        }
-
-
-def calibration_key(models: Collection[str]) -> str:
-    return "+".join(sorted(models))
-
-
-def _read_calibrations(path: Path) -> dict[str, dict]:
-    """Every well-formed entry of the calibration file; a broken file or entry is logged and skipped."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except (OSError, ValueError) as exc:
-        log.error("ignoring unreadable calibration file %s: %s", path, exc)
-        return {}
-    entries = {}
-    for key, entry in data.items() if isinstance(data, dict) else []:
-        try:
-            Calibration.from_dict(entry)
-        except (TypeError, KeyError, ValueError):
-            log.error("ignoring malformed calibration for %s in %s", key, path)
-            continue
-        entries[key] = entry
-    return entries
 
 
 @dataclass(frozen=True)
@@ -240,7 +133,8 @@ class Answerer:
         answer_id = uuid.uuid4().hex
         if not chosen or confidence < model.threshold:
             return self._abstain(answer_id, draft, confidence)
-        citations, parts = [], []
+        citations: list[Citation] = []
+        parts: list[str] = []
         for cand in chosen:
             citation = self._citation(len(citations) + 1, cand, draft.hits)
             if not verify(citation, self.retriever.index.documents):

@@ -9,7 +9,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from kb.answer import Answerer, Calibration, check_question
+from kb.answer import Answerer, check_question
+from kb.calibration import Calibration
 from kb.config import Settings
 from kb.embed import Embedder, embedder_names, load_embedder
 from kb.indexer import SourceRecord, UpdateReport, update_index

@@ -20,7 +20,7 @@ from kb.lexical import Bm25Index
 from kb.types import Chunk, Document
 
 FORMAT = 2
-LEXICAL = {"cjk": "bigram", "k1": 1.2, "b": 0.75}
+LEXICAL: dict[str, str | float] = {"cjk": "bigram", "k1": 1.2, "b": 0.75}
 
 
 class IndexUnavailable(RuntimeError):

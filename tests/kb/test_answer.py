@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from kb.answer import ABSTAIN, COMMUNITY, Calibration, InvalidQuestion, verify
+from kb.answer import ABSTAIN, COMMUNITY, InvalidQuestion, verify
+from kb.calibration import Calibration
 
 QUESTIONS = [
     "Which regions have C5?",
