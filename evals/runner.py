@@ -173,15 +173,11 @@ def fit_calibration(results: list[Result], kb: KnowledgeBase) -> Calibration:
             labels.append(float(hit and index.chunks[cand.row].chunk_id in relevant))
     ranker = _fit_logistic(np.array(rows), np.array(labels), SENTENCE_FEATURES)
     draft_model = Calibration(ranker, Calibration().confidence, 0.0)
-    answered = refinish(kb, results, draft_model)
-    x = np.array(
-        [
-            kb.answerer.choose(r.draft, draft_model)[1].get(f, 0.0) if r.draft.candidates else 0.0
-            for r in answered
-            for f in ANSWER_FEATURES
-        ]
-    ).reshape(len(answered), len(ANSWER_FEATURES))
-    confidence = _fit_logistic(x, np.array([float(r.item.answerable) for r in answered]), ANSWER_FEATURES)
+    x = np.zeros((len(results), len(ANSWER_FEATURES)))
+    for i, r in enumerate(results):
+        features = kb.answerer.choose(r.draft, draft_model)[1]
+        x[i] = [features.get(f, 0.0) for f in ANSWER_FEATURES]
+    confidence = _fit_logistic(x, np.array([float(r.item.answerable) for r in results]), ANSWER_FEATURES)
     best, best_score = 0.5, -math.inf
     for threshold in np.linspace(0.05, 0.95, 91):
         m = summarise(refinish(kb, results, Calibration(ranker, confidence, float(threshold))))

@@ -20,13 +20,13 @@ from evals.beir import DATASETS, Beir
 from evals.embed_cache import Cache
 from ingest.chunking import SPLITTER, ChunkMaker, split_span
 from kb.dense import DenseIndex
-from kb.embed import MINILM_ID, USE_ID, Embedder
+from kb.embed import SHORT_NAMES, Embedder
 from kb.lexical import Bm25Index
 from kb.store import indexed_text
 from kb.text import detect_lang, sentence_spans
 from kb.types import Chunk
 
-MODELS = {"use": USE_ID, "minilm": MINILM_ID}  # embedder alias -> kb model id
+MODELS = SHORT_NAMES  # embedder alias -> kb model id
 CHUNKINGS = {
     "chunks": int(SPLITTER["article_max_chars"]),
     "chunks-faq": int(SPLITTER["faq_max_chars"]),

@@ -74,11 +74,11 @@ class Calibration:
     def load(cls, models: Collection[str], path: Path = CALIBRATION_FILE) -> Calibration:
         """The calibration fitted for this set of embedders (their scores and cosines differ),
         or the built-in defaults when none was fitted."""
-        entry = _read_calibrations(path).get(calibration_key(models))
-        if entry is None:
+        found = _read_calibrations(path).get(calibration_key(models))
+        if found is None:
             log.warning("no calibration for embedders %s; using defaults", calibration_key(models))
             return cls()
-        return cls.from_dict(entry)
+        return found
 
     @classmethod
     def from_dict(cls, entry: Mapping) -> Calibration:
@@ -87,7 +87,7 @@ class Calibration:
 
     def save(self, models: Collection[str], path: Path = CALIBRATION_FILE) -> None:
         """Store this calibration for ``models``, keeping those of other embedder sets."""
-        entries = _read_calibrations(path)
+        entries = {key: c.to_dict() for key, c in _read_calibrations(path).items()}
         entries[calibration_key(models)] = self.to_dict()
         partial = path.with_suffix(".tmp")
         partial.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -105,7 +105,7 @@ def calibration_key(models: Collection[str]) -> str:
     return "+".join(sorted(models))
 
 
-def _read_calibrations(path: Path) -> dict[str, dict]:
+def _read_calibrations(path: Path) -> dict[str, Calibration]:
     """Every well-formed entry of the calibration file; a broken file or entry is logged and skipped."""
     try:
         data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
@@ -115,9 +115,7 @@ def _read_calibrations(path: Path) -> dict[str, dict]:
     entries = {}
     for key, entry in data.items() if isinstance(data, dict) else []:
         try:
-            Calibration.from_dict(entry)
+            entries[key] = Calibration.from_dict(entry)
         except (TypeError, KeyError, ValueError):
             log.error("ignoring malformed calibration for %s in %s", key, path)
-            continue
-        entries[key] = entry
     return entries

