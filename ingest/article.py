@@ -29,6 +29,7 @@ def markdown_document(doc_id: str, kind: str, raw: str) -> Document:
 
 def parse_article(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
     doc = markdown_document(doc_id, "article", raw)
+    site = str(split_front_matter(raw)[0].get("site") or "").strip()
     maker = ChunkMaker(doc.doc_id, doc.kind, doc.text, doc.lang)
     max_chars = int(SPLITTER["article_max_chars"])
     chunks: list[Chunk] = []
@@ -38,7 +39,8 @@ def parse_article(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
     def flush() -> None:
         section = " › ".join(title for _, title in path)
         for start, end in pack_and_split(doc.text, section_blocks, max_chars):
-            chunks.append(maker.make(start, end, section=section))
+            context = " · ".join(part for part in (site, doc.title, section) if part)
+            chunks.append(maker.make(start, end, section=section, context=context))
         section_blocks.clear()
 
     for block in blocks(doc.text):

@@ -20,6 +20,11 @@ _FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _URL = re.compile(r"https?://\S+")
 _MARKER = re.compile(r"(?:#{1,6}|[-*+·•]|\d{1,3}[.)]|>)[ \t]+")
+_LIST_ITEM = re.compile(r"[ \t]*(?:[-*+·•]|\d{1,3}[.)])[ \t]+")
+# A list of short items is one unit, with the line that introduces it: "Reported breakages include:"
+# and its items answer "which tools broke?" together; one item alone ("Ubuntu 14.04 or later") does not.
+LIST_UNIT_CHARS = 500
+LIST_ITEM_CHARS = 120
 _TOKEN = re.compile(r"[a-z0-9]+(?:[._/:-][a-z0-9]+)*")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
@@ -100,7 +105,45 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
         a, b = _trim(text, a, b)
         if b > a and re.search(r"\w", text[a:b]):
             spans.append((a, b))
-    return spans
+    return _join_short_lists(text, spans)
+
+
+def _list_line(text: str, span: tuple[int, int]) -> tuple[int, int] | None:
+    """The line of a span that sits on a short list item, else None."""
+    line = text.rfind("\n", 0, span[0]) + 1
+    line_end = text.find("\n", span[1])
+    line_end = len(text) if line_end < 0 else line_end
+    if not _LIST_ITEM.match(text, line) or line_end - line > LIST_ITEM_CHARS:
+        return None
+    return line, line_end
+
+
+def _join_short_lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge each run of two or more short list items, and the line ending in a colon just before
+    it, into one span; a list with a long item, or too long in all, stays one span per sentence."""
+    out: list[tuple[int, int]] = []
+    i = 0
+    while i < len(spans):
+        j = i
+        lines = set()
+        while j < len(spans) and (line := _list_line(text, spans[j])):
+            lines.add(line)
+            j += 1
+        if len(lines) < 2 or spans[j - 1][1] - spans[i][0] > LIST_UNIT_CHARS:
+            out.extend(spans[i : max(j, i + 1)])
+            i = max(j, i + 1)
+            continue
+        start = spans[i][0]
+        first_line = min(lines)[0]
+        if (
+            out
+            and text[out[-1][0] : out[-1][1]].endswith((":", "\uff1a"))
+            and not text[out[-1][1] : first_line].strip()
+        ):
+            start = out.pop()[0]
+        out.append((start, spans[j - 1][1]))
+        i = j
+    return out
 
 
 @lru_cache(maxsize=1)

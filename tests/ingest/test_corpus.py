@@ -53,6 +53,9 @@ def test_article_chunks_carry_heading_paths_and_stay_small(docs):
     chunks = docs["article/aws-kvm-infoq.zh"].chunks
     assert {c.section for c in chunks} >= {"关于Xen与KVM", "AWS的用户需要知道什么?"}
     assert all(len(c.text) <= 400 for c in chunks)
+    # indexed under publication, title and heading path, so "what did InfoQ say about …" finds it
+    assert all(c.context.startswith("InfoQ 中文站 · AWS正式把KVM投入使用") for c in chunks)
+    assert any(c.context.endswith("› 关于Xen与KVM") or c.context.endswith(" · 关于Xen与KVM") for c in chunks)
 
 
 def test_faq_entries_are_question_and_answer_with_source_metadata(docs):

@@ -42,6 +42,25 @@ def test_fenced_code_block_is_one_unit():
     assert sentences(text) == ["Check it:", "```\nmodinfo ena\nethtool -i eth0\n```", "Done."]
 
 
+def test_a_short_list_is_one_unit_with_its_lead_in():
+    text = "Intro sentence. Supported systems:\n\n- Ubuntu 14.04 or later\n- RHEL 7.4 or later\n\nAfter."
+    assert sentences(text) == [
+        "Intro sentence.",
+        "Supported systems:\n\n- Ubuntu 14.04 or later\n- RHEL 7.4 or later",
+        "After.",
+    ]
+    steps = "步骤如下:\n1. 确认 nvme 模块。\n2. 修改 fstab。"
+    assert sentences(steps) == [steps]
+
+
+def test_a_list_with_a_long_item_stays_one_unit_per_sentence():
+    long_item = "Check the DMI data, which " + "is slow but reliable " * 8 + "on every instance."
+    text = f"Ways:\n- {long_item}\n- Read the tag."
+    assert sentences(text) == ["Ways:", long_item, "Read the tag."]
+    many = "Tools:\n" + "\n".join(f"- tool number {i} broke on C5" for i in range(30))
+    assert len(sentences(many)) == 31
+
+
 def test_spans_are_offsets_into_the_text():
     text = "  First one.  Second one!  "
     for a, b in sentence_spans(text):
