@@ -32,22 +32,31 @@ ABSTAIN = {
     "zh": "资料中没有涉及这个问题。下面列出最接近的段落供你核对,它们并不是答案。",
 }
 COMMUNITY = {"en": "Community report: ", "zh": "社区反馈:"}
-# Things a question names: words with a digit (c6i, p3.16xlarge, 2024) and words with a capital
-# (Graviton, Terraform, vCPUs). One the corpus never mentions is strong evidence the material cannot answer.
+# Things a question names: words with a digit (c6i, p3.16xlarge, us-east-1), a capital (Graviton, vCPUs)
+# or code punctuation (board_asset_tag, net.ifnames). One the corpus never mentions is strong evidence the
+# material cannot answer; one a sentence contains is evidence the sentence is about the right thing.
 # ASCII only, so a name written against Chinese text ("KVM为什么比Xen好") stops at the first Chinese character.
-NAMED = re.compile(r"(?<![A-Za-z0-9])(?:[A-Za-z]*\d[\w.\-]*|[A-Za-z]*[A-Z][\w\-]*)", re.ASCII)
+WORD = re.compile(r"(?<![\w.\-])-{0,2}[A-Za-z0-9][\w.\-]*", re.ASCII)
 
 
-def named_terms(question: str) -> list[set[str]]:
-    """The index terms of each thing the question names; a capitalised first word is not a name."""
+def _is_name(word: str) -> bool:
+    return any(ch.isdigit() or ch.isupper() for ch in word) or "_" in word or "." in word
+
+
+def named_terms(question: str) -> list[str]:
+    """The index term of each thing the question names; a capitalised first word is not a name."""
     out = []
-    for match in NAMED.finditer(question):
-        word = match.group()
+    for match in WORD.finditer(question):
+        word = match.group().rstrip(".-")
         first = not question[: match.start()].strip()
-        if (first and not any(ch.isdigit() for ch in word)) or not (terms := set(tokenize(word))):
-            continue
-        out.append(terms)
+        if _is_name(word) and not (first and not any(ch.isdigit() for ch in word)):
+            out.extend(tokenize(word)[:1])  # a compound such as c5.18xlarge is its first token
     return out
+
+
+def mentions(name: str, terms: Collection[str]) -> bool:
+    """``terms`` hold the name, alone or inside a longer compound (``board_asset_tag`` in a path)."""
+    return name in terms or any(name in term for term in terms)
 
 
 class InvalidQuestion(ValueError):
@@ -121,7 +130,7 @@ class Answerer:
         terms = set(tokenize(question))
         vocab = self.retriever.index.lexical.vocab
         unknown = sum(t not in vocab for t in terms) / len(terms) if terms else 0.0
-        missing_name = float(any(not name <= vocab.keys() for name in named_terms(question)))
+        missing_name = float(any(not mentions(name, vocab) for name in named_terms(question)))
         candidates = self._candidates(question, signals, hits)
         return Draft(question, signals.query_lang, hits, candidates, unknown, missing_name)
 
@@ -159,6 +168,7 @@ class Answerer:
         index = self.retriever.index
         lexical = index.lexical
         q_terms = set(tokenize(question))
+        names = named_terms(question)
         out = []
         for hit in hits[:CANDIDATE_CHUNKS]:
             doc = index.documents[hit.chunk.doc_id]
@@ -175,9 +185,11 @@ class Answerer:
                 if len(text) < 6 or text.endswith(("?", "\uff1f", ":", "\uff1a")):
                     continue  # questions and lead-ins to a list or code block are not answers
                 lang = detect_lang(text) if hit.chunk.kind == "thread" else hit.chunk.lang
+                terms = set(tokenize(text))
                 features = {
                     "dense": sims[i],
-                    "coverage": lexical.coverage(q_terms, set(tokenize(text))),
+                    "coverage": lexical.coverage(q_terms, terms),
+                    "names": sum(mentions(name, terms) for name in names) / len(names) if names else 0.0,
                     "chunk_coverage": chunk_coverage,
                     "fused": hit.score,
                     "inverse_rank": 1.0 / hit.rank,

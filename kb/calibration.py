@@ -22,6 +22,7 @@ CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 SENTENCE_FEATURES = (
     "dense",
     "coverage",
+    "names",
     "chunk_coverage",
     "fused",
     "inverse_rank",
@@ -52,6 +53,7 @@ class Calibration:
             {
                 "dense": 4.0,
                 "coverage": 3.0,
+                "names": 1.0,
                 "chunk_coverage": 1.0,
                 "fused": 0.3,
                 "inverse_rank": 1.0,

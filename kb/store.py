@@ -54,7 +54,9 @@ class LoadedIndex:
 
 def indexed_text(chunk: Chunk) -> str:
     """The text a chunk is embedded and lexically indexed under."""
-    return f"{chunk.context}\n{chunk.text}" if chunk.context and chunk.kind in ("faq", "article") else chunk.text
+    return (
+        f"{chunk.context}\n{chunk.text}" if chunk.context and chunk.kind in ("faq", "article") else chunk.text
+    )
 
 
 def file_slug(model_id: str) -> str:

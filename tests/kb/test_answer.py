@@ -93,6 +93,9 @@ def test_official_sentences_lead_and_community_reports_follow(kb):
         ("Nitro系统是什么", 0.0),
         ("Please explain the C5 launch", 0.0),
         ("用Terraform2怎么建 VPC", 1.0),
+        ("Nitro 实例上 board_asset_tag 里存的是什么?", 0.0),  # written inside a longer path
+        ("p3.16xlarge 有几块 GPU?", 1.0),  # its parts (p3, 16xlarge) alone do not count
+        ("Is the timeout called nvme_core.io_timeout?", 0.0),
     ],
 )
 def test_a_question_naming_something_the_corpus_never_mentions_is_flagged(kb, question, missing):
