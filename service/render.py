@@ -9,7 +9,8 @@ from kb.types import Answer, Hit
 
 
 def answer_text(answer: Answer) -> str:
-    lines = [textwrap.fill(answer.answer, 100), ""]
+    # wrapped line by line, so a cited list or code block keeps its line breaks
+    lines = [textwrap.fill(line, 100) for line in answer.answer.splitlines()] + [""]
     if answer.citations:
         lines.append("Nearest passages (not an answer):" if answer.abstained else "Sources:")
     for c in answer.citations:

@@ -96,3 +96,12 @@ def test_ingest_reports_bad_files_and_keeps_going(private_settings, bad):
     result = kbq("ingest", settings=private_settings)
     assert result.returncode == 0
     assert "skipped 1 file" in result.stdout and "not valid JSON" in result.stdout
+
+
+def test_answer_text_keeps_the_line_breaks_of_a_cited_list():
+    from kb.types import Answer
+    from service.render import answer_text
+
+    listed = "Supported AMIs:\n- Ubuntu 14.04 or later\n- RHEL 7.4 or later [1]"
+    text = answer_text(Answer("id", "which AMIs?", listed, False, 0.9, ()))
+    assert text.splitlines()[:3] == ["Supported AMIs:", "- Ubuntu 14.04 or later", "- RHEL 7.4 or later [1]"]
