@@ -49,7 +49,7 @@ KBQ = Shipped(
 
 
 def zscore_rows(scores: np.ndarray) -> np.ndarray:
-    """kb.retrieve.zscore applied to every row (one query's scores over the whole index), vectorised."""
+    """The z-score of every row (one query's scores over the whole index), vectorised."""
     scores = scores.astype(np.float32, copy=False)
     mean = scores.mean(axis=1, keepdims=True)
     std = scores.std(axis=1, keepdims=True)
@@ -58,15 +58,13 @@ def zscore_rows(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def normalise(scores: np.ndarray, langs: np.ndarray, lexical: bool) -> np.ndarray:
+def normalise(scores: np.ndarray, langs: np.ndarray) -> np.ndarray:
     """Each row normalised as Retriever.fused normalises a signal: kb's own ``centred`` over the passage
     languages when the index mixes languages; over one language that is the plain z-score, vectorised."""
     if len(np.unique(langs)) <= 1:
         return zscore_rows(scores)
     groups = [langs == lang for lang in kb_retrieve.LANGS]
-    return np.vstack(
-        [kb_retrieve.centred(row.astype(np.float32), groups, scale_within=not lexical) for row in scores]
-    )
+    return np.vstack([kb_retrieve.centred(row.astype(np.float32), groups) for row in scores])
 
 
 def signal_key(name: str) -> str:
@@ -82,7 +80,7 @@ def fuse(
     total = np.zeros((len(run.qids), len(run.chunked.langs)), dtype=np.float32)
     langs = run.chunked.langs
     for name in signals:
-        zs = z[name] if z is not None else normalise(run.raw[name], langs, signal_key(name) == LEXICAL)
+        zs = z[name] if z is not None else normalise(run.raw[name], langs)
         for qlang in np.unique(run.qlangs):
             rows = run.qlangs == qlang
             per_chunk = np.where(
@@ -201,7 +199,7 @@ def tune(
     runs: Sequence[Run], signals: Sequence[str], log: Callable[[str], None] = print
 ) -> list[tuple[tuple[float, ...], float, list[float]]]:
     """Mean nDCG@10 over ``runs`` (dev queries of one language pair) for every weight vector, best first."""
-    zs = [{s: normalise(r.raw[s], r.chunked.langs, signal_key(s) == LEXICAL) for s in signals} for r in runs]
+    zs = [{s: normalise(r.raw[s], r.chunked.langs) for s in signals} for r in runs]
     results = []
     for w in simplex(len(signals)):
         table = uniform(**{signal_key(s): v for s, v in zip(signals, w, strict=True)})

@@ -1,9 +1,9 @@
-"""Hybrid retrieval: BM25 and one or more dense signals, z-normalised within each passage
-language and summed with weights that depend on the query's language and the passage's.
+"""Hybrid retrieval: BM25 and one or more dense signals, centred within each passage language and
+summed with weights that depend on the query's language and the passage's.
 
 One global fusion cannot serve both languages: a cross-lingual cosine is systematically lower
 than a same-language one, so English passages would always beat the Chinese passage that holds
-the answer. Standardising each signal separately over the Chinese and the English passages, and
+the answer. Centring each signal separately over the Chinese and the English passages, and
 weighting the dense signal up across languages, puts the best passage of each language on an equal
 footing (golden set: recall@1 0.53 -> 0.75, cross-lingual questions 0.08 -> 0.71).
 """
@@ -49,28 +49,22 @@ LANGS = ("en", "zh")
 MODEL_ALIASES = {model_id: alias for alias, model_id in SHORT_NAMES.items()}
 
 
-def zscore(scores: np.ndarray) -> np.ndarray:
-    """Standardise scores over the corpus so signals on different scales can be summed."""
-    if scores.size == 0:
-        return scores
-    std = float(scores.std())
-    return (scores - float(scores.mean())) / std if std > 1e-9 else np.zeros_like(scores)
+def centred(scores: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Subtract each group's mean and divide by the spread over all rows.
 
-
-def centred(scores: np.ndarray, groups: list[np.ndarray], scale_within: bool) -> np.ndarray:
-    """Subtract each group's mean; divide by the group's spread (``scale_within``) or the global one.
-
-    Dense scores are scaled within each passage language (a cross-lingual cosine has its own
-    range); lexical scores keep the global spread, so the few English words inside Chinese
-    passages are not inflated into strong matches for an English question.
+    Centring per passage language removes the gap between same-language and cross-language scores;
+    the common spread keeps a group's best passage from being stretched into a strong match just
+    because its group is narrow: scaled within each language, an English passage at cosine 0.73
+    beat a Chinese one at 0.75 for a Chinese question (golden set, recall@5 0.946 -> 0.962, 5-fold
+    answer support 0.846 -> 0.854). Over a one-language index this is the plain z-score.
     """
     out = np.zeros_like(scores)
     spread = float(scores.std()) if scores.size else 0.0
+    if spread <= 1e-9:
+        return out
     for rows in groups:
         part = scores[rows]
-        if scale_within:
-            out[rows] = zscore(part)
-        elif part.size and spread > 1e-9:
+        if part.size:
             out[rows] = (part - float(part.mean())) / spread
     return out
 
@@ -143,7 +137,7 @@ class Retriever:
         total = np.where(self._official, OFFICIAL_PRIOR, 0.0).astype(np.float32)
         groups = [self._langs == lang for lang in LANGS]
         for name, scores in signals.raw.items():
-            normalised = centred(scores, groups, scale_within=name != LEXICAL)
+            normalised = centred(scores, groups)
             for lang, rows in zip(LANGS, groups, strict=True):
                 total[rows] += signal_weight(self.weights, signals.query_lang, lang, name) * normalised[rows]
         return total

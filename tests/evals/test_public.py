@@ -23,8 +23,8 @@ from kb.retrieve import (
     Retriever,
     Signals,
     Weights,
+    centred,
     default_weights,
-    zscore,
 )
 from kb.store import LoadedIndex, Sentences
 
@@ -203,7 +203,8 @@ def test_fusion_is_kbs_fusion() -> None:
     assert {str(x) for x in run.chunked.langs} == {"en", "zh"}
     assert retriever.weights is DEFAULT_WEIGHTS
     lexical = run.raw["bm25"]
-    assert np.allclose(zscore(lexical[0]), scoring.zscore_rows(lexical[:1])[0], atol=1e-5)
+    one_language = [np.ones(lexical.shape[1], dtype=bool)]
+    assert np.allclose(centred(lexical[0], one_language), scoring.zscore_rows(lexical[:1])[0], atol=1e-5)
     assert_fused_like_kb(run, retriever, queries, fakes, DEFAULT_WEIGHTS)
 
 
