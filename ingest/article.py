@@ -9,13 +9,14 @@ from kb.text import detect_lang
 from kb.types import Chunk, Document
 
 
-def markdown_document(doc_id: str, kind: str, raw: str) -> Document:
+def markdown_document(doc_id: str, kind: str, raw: str) -> tuple[Document, dict]:
+    """The document and its front matter (for fields beyond the Document's own, such as ``site``)."""
     meta, body = split_front_matter(raw)
     if not body.strip():
         raise IngestError("no text after the front matter")
     title = str(meta.get("title") or "").strip() or _first_heading(body) or doc_id
     lang = str(meta.get("lang") or detect_lang(body))
-    return Document(
+    document = Document(
         doc_id=doc_id,
         kind=kind,
         title=title,
@@ -25,11 +26,12 @@ def markdown_document(doc_id: str, kind: str, raw: str) -> Document:
         author=_opt(meta.get("author")),
         date=_opt(meta.get("date")),
     )
+    return document, meta
 
 
 def parse_article(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
-    doc = markdown_document(doc_id, "article", raw)
-    site = str(split_front_matter(raw)[0].get("site") or "").strip()
+    doc, meta = markdown_document(doc_id, "article", raw)
+    site = str(meta.get("site") or "").strip()
     maker = ChunkMaker(doc.doc_id, doc.kind, doc.text, doc.lang)
     max_chars = int(SPLITTER["article_max_chars"])
     chunks: list[Chunk] = []

@@ -15,7 +15,7 @@ _DATE = re.compile(r"\b\d{4}-\d{2}(?:-\d{2})?\b")
 
 
 def parse_faq(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
-    doc = markdown_document(doc_id, "faq", raw)
+    doc, _ = markdown_document(doc_id, "faq", raw)
     maker = ChunkMaker(doc.doc_id, doc.kind, doc.text, doc.lang)
     chunks: list[Chunk] = []
     entries: list[tuple[Block | None, list[Block]]] = [(None, [])]
