@@ -25,7 +25,7 @@ MAX_QUESTION_CHARS = 2000
 CANDIDATE_CHUNKS = 5
 MAX_SENTENCES = 3
 NEIGHBOUR_SHARE = 0.1  # another sentence must score at least this share of the best one
-REDUNDANT = 0.8  # sentence-vector cosine above which a second sentence adds nothing
+REDUNDANT = 0.75  # sentence-vector cosine above which a sentence from another passage adds nothing
 ABSTAIN = {
     "en": "The material does not cover this question. The nearest passages are listed for you to check; "
     "they are not an answer.",
@@ -181,6 +181,10 @@ class Answerer:
             # what an official passage's heading names (an FAQ question's "C4", the article's site)
             # its sentences are about, even when they do not repeat it
             heading = set(tokenize(hit.chunk.context)) if hit.chunk.kind in OFFICIAL_KINDS else set()
+            # a thread comment answers the comment or post it replies to, which rides along as its
+            # context: a reply to a comment that says what the question asks is likely its answer
+            replied = hit.chunk.kind == "thread" and bool((hit.chunk.meta or {}).get("parent_id"))
+            reply = lexical.coverage(q_terms, set(tokenize(hit.chunk.context))) if replied else 0.0
             lead = True
             for i in sids:
                 start, end = int(index.sentences.start[i]), int(index.sentences.end[i])
@@ -200,6 +204,7 @@ class Answerer:
                     "official": float(hit.chunk.kind in OFFICIAL_KINDS),
                     "lead": float(lead),
                     "question_match": question_match,
+                    "reply": reply,
                 }
                 lead = False
                 out.append(
@@ -256,9 +261,13 @@ class Answerer:
         return order, features
 
     def _similar(self, a: Candidate, b: Candidate) -> bool:
-        """Overlapping spans, or two sentences that say the same thing."""
-        if a.row == b.row and not (a.end <= b.start or b.end <= a.start):
-            return True
+        """Overlapping spans, or two sentences from different passages that say the same thing.
+
+        Within one passage only overlap counts: an FAQ answer or a comment does not restate itself,
+        and its neighbouring sentences share a topic, so their vectors are close while each adds a
+        fact ("set nvme_core.io_timeout" and "the maximum is 4294967295, or 255 before 4.15")."""
+        if a.row == b.row:
+            return not (a.end <= b.start or b.end <= a.start)
         vectors = self.retriever.index.sentences.vectors.values()
         return any(float(v[a.sid] @ v[b.sid]) > REDUNDANT for v in vectors)
 

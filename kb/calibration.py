@@ -30,6 +30,7 @@ SENTENCE_FEATURES = (
     "official",
     "lead",
     "question_match",
+    "reply",
 )
 ANSWER_FEATURES = ("ranker", "dense", "unknown", "missing_name")
 
@@ -61,6 +62,7 @@ class Calibration:
                 "official": 0.8,
                 "lead": 0.5,
                 "question_match": 2.0,
+                "reply": 2.5,
             },
             -7.0,
         )
