@@ -11,7 +11,7 @@ from kb.types import Chunk, chunk_id_for
 
 SPLITTER = {
     "name": "kbq-blocks-sentences",
-    "version": 3,
+    "version": 4,
     "article_max_chars": 360,
     "faq_max_chars": 1400,
     "overlap_sentences": 1,

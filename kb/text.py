@@ -21,10 +21,13 @@ _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _URL = re.compile(r"https?://\S+")
 _MARKER = re.compile(r"(?:#{1,6}|[-*+·•]|\d{1,3}[.)]|>)[ \t]+")
 _LIST_ITEM = re.compile(r"[ \t]*(?:[-*+·•]|\d{1,3}[.)])[ \t]+")
-# A list of short items is one unit, with the line that introduces it: "Reported breakages include:"
-# and its items answer "which tools broke?" together; one item alone ("Ubuntu 14.04 or later") does not.
+_TABLE_ROW = re.compile(r"[ \t]*\|")
+# A list of short items, or a small table, is one unit with the line that introduces it: "Reported
+# breakages include:" and its items answer "which tools broke?" together, and a table row alone
+# ("| c4.large | 500 Mbps | 62.5 MB/s |") means nothing without its header.
 LIST_UNIT_CHARS = 500
 LIST_ITEM_CHARS = 120
+TABLE_UNIT_CHARS = 1200
 _TOKEN = re.compile(r"[a-z0-9]+(?:[._/:-][a-z0-9]+)*")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
@@ -108,28 +111,34 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
     return _join_short_lists(text, spans)
 
 
-def _list_line(text: str, span: tuple[int, int]) -> tuple[int, int] | None:
-    """The line of a span that sits on a short list item, else None."""
+def _block_line(text: str, span: tuple[int, int]) -> tuple[str, int, int] | None:
+    """(kind, start, end) of the line a span sits on when that line is a short list item or a
+    table row, else None."""
     line = text.rfind("\n", 0, span[0]) + 1
     line_end = text.find("\n", span[1])
     line_end = len(text) if line_end < 0 else line_end
-    if not _LIST_ITEM.match(text, line) or line_end - line > LIST_ITEM_CHARS:
-        return None
-    return line, line_end
+    if _TABLE_ROW.match(text, line):
+        return "table", line, line_end
+    if _LIST_ITEM.match(text, line) and line_end - line <= LIST_ITEM_CHARS:
+        return "list", line, line_end
+    return None
 
 
 def _join_short_lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Merge each run of two or more short list items, and the line ending in a colon just before
-    it, into one span; a list with a long item, or too long in all, stays one span per sentence."""
+    """Merge each run of two or more short list items, or of table rows, and the line ending in a
+    colon just before it, into one span; a list with a long item, or a list or table too long in
+    all, stays one span per sentence."""
     out: list[tuple[int, int]] = []
     i = 0
     while i < len(spans):
         j = i
         lines = set()
-        while j < len(spans) and (line := _list_line(text, spans[j])):
-            lines.add(line)
+        first = _block_line(text, spans[i])
+        while j < len(spans) and (line := _block_line(text, spans[j])) and first and line[0] == first[0]:
+            lines.add(line[1:])
             j += 1
-        if len(lines) < 2 or spans[j - 1][1] - spans[i][0] > LIST_UNIT_CHARS:
+        limit = TABLE_UNIT_CHARS if first and first[0] == "table" else LIST_UNIT_CHARS
+        if len(lines) < 2 or spans[j - 1][1] - spans[i][0] > limit:
             out.extend(spans[i : max(j, i + 1)])
             i = max(j, i + 1)
             continue

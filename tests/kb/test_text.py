@@ -61,6 +61,18 @@ def test_a_list_with_a_long_item_stays_one_unit_per_sentence():
     assert len(sentences(many)) == 31
 
 
+def test_a_small_table_is_one_unit_with_its_lead_in_and_a_big_one_is_split_by_row():
+    table = "| Size | Bandwidth |\n| --- | --- |\n| c4.large | 500 Mbps |\n| c4.xlarge | 750 Mbps |"
+    text = f"Limits differ. Each C4 size has its own bandwidth:\n\n{table}\n\nAfter."
+    assert sentences(text) == [
+        "Limits differ.",
+        f"Each C4 size has its own bandwidth:\n\n{table}",
+        "After.",
+    ]
+    big = "\n".join(f"| c4.size{i} | {i * 100} Mbps and a long remark on this row |" for i in range(40))
+    assert len(sentences(big)) == 40
+
+
 def test_spans_are_offsets_into_the_text():
     text = "  First one.  Second one!  "
     for a, b in sentence_spans(text):
