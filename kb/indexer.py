@@ -99,7 +99,7 @@ def update_index(
                     if old is not None:
                         docs.append(old)
                     continue
-                docs.append(_embed(document, chunks, source.digest, embedders))
+                docs.append(_embed(document, chunks, source.digest, embedders, splitter))
                 report.embedded_chunks += len(chunks)
                 (report.changed if old is not None else report.added).append(source.doc_id)
             if progress:
@@ -160,10 +160,22 @@ def _split_by_document(loaded: LoadedIndex) -> dict[str, _Doc]:
     return out
 
 
-def _embed(document: Document, chunks: list[Chunk], digest: str, embedders: list[Embedder]) -> _Doc:
-    spans = [
-        (i, a, b) for i, c in enumerate(chunks) for a, b in sentence_spans(document.text, c.start, c.end)
-    ]
+def answer_units(text: str, chunk: Chunk, comment_chars: int) -> list[tuple[int, int]]:
+    """The spans the answerer may quote from a chunk: its sentences, or the whole of a short thread
+    comment, whose sentences lean on each other ("Just set `--sriov-net-support simple`. That's
+    enhanced networking." / "No, c5 doesn't give the guest VT-x. ... use i3.metal")."""
+    spans = sentence_spans(text, chunk.start, chunk.end)
+    reply = chunk.kind == "thread" and bool((chunk.meta or {}).get("parent_id"))
+    if reply and len(spans) > 1 and spans[-1][1] - spans[0][0] <= comment_chars:
+        return [(spans[0][0], spans[-1][1])]
+    return spans
+
+
+def _embed(
+    document: Document, chunks: list[Chunk], digest: str, embedders: list[Embedder], splitter: dict
+) -> _Doc:
+    comment_chars = int(splitter.get("comment_unit_chars", 0))
+    spans = [(i, a, b) for i, c in enumerate(chunks) for a, b in answer_units(document.text, c, comment_chars)]
     texts = [indexed_text(c) for c in chunks]
     sentence_texts = [document.text[a:b] for _, a, b in spans]
     vectors = {e.model_id: e.embed_documents(texts) for e in embedders}

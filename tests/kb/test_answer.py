@@ -82,6 +82,29 @@ def test_official_sentences_lead_and_community_reports_follow(kb):
     assert any(not c.community for c in answer.citations)
 
 
+def test_a_reply_to_a_comment_that_says_what_the_question_asks_is_its_answer(kb):
+    question = "Would setting --sriov-net-support simple satisfy the c5 enhanced networking check?"
+    draft = kb.answerer.draft(question, kinds=["thread"])
+    by_reply = {c.row: c.features["reply"] for c in draft.candidates}
+    rows = {c.row: kb.index.chunks[c.row] for c in draft.candidates}
+    correction = next(r for r, ch in rows.items() if "--ena-support" in ch.text)
+    assert by_reply[correction] > 0.5  # it replies to "Just set `--sriov-net-support simple`"
+    assert all(by_reply[r] == 0.0 for r, ch in rows.items() if not (ch.meta or {}).get("parent_id"))
+    answer = kb.ask(question)
+    assert not answer.abstained and "ena-support" in answer.answer
+
+
+def test_sentences_of_one_passage_are_redundant_only_when_they_overlap(kb):
+    draft = kb.answerer.draft("What value should nvme_core.io_timeout be set to for EBS volumes?")
+    row = draft.hits[0].row
+    same = [c for c in draft.candidates if c.row == row]
+    other = next(c for c in draft.candidates if c.row != row)
+    assert len(same) >= 2
+    assert not kb.answerer._similar(same[0], same[1])
+    assert kb.answerer._similar(same[0], same[0])
+    assert kb.answerer._similar(other, other)
+
+
 @pytest.mark.parametrize(
     ("question", "missing"),
     [

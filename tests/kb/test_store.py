@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ingest.chunking import SPLITTER
-from kb.indexer import SourceRecord, update_index
+from kb.indexer import SourceRecord, answer_units, update_index
 from kb.knowledge import KnowledgeBase
 from kb.store import IndexUnavailable, current_version, load_index
 from kb.types import Chunk, Document
@@ -104,6 +104,24 @@ def test_missing_and_corrupt_index_name_the_fix(private_settings, tmp_path):
     report, _ = ingest(private_settings)
     assert report.rebuilt and report.rebuilt.startswith("previous index unreadable")
     assert load_index(private_settings.index_dir).chunks
+
+
+def test_a_short_reply_is_one_answer_unit_and_anything_else_is_split_into_sentences():
+    short = "Just set `--sriov-net-support simple`. That's enhanced networking."
+    long = short + " " + "It also needs the driver in the image, which older AMIs lack entirely. " * 3
+    text = f"{short}\n\n{long}"
+
+    def chunk(start: int, end: int, parent: str | None) -> Chunk:
+        meta = {"parent_id": parent} if parent else {}
+        return Chunk("c", "threads/x", "thread", text[start:end], start, end, "en", meta=meta)
+
+    reply = chunk(0, len(short), "t1_abc")
+    assert answer_units(text, reply, 200) == [(0, len(short))]
+    assert len(answer_units(text, reply, 0)) == 2  # the limit switched off
+    post = chunk(0, len(short), None)
+    assert len(answer_units(text, post, 200)) == 2  # a post piece is not a reply
+    long_reply = chunk(len(short) + 2, len(text), "t1_abc")
+    assert len(answer_units(text, long_reply, 200)) == 5
 
 
 def test_manifest_records_model_splitter_and_document_hashes(indexed_settings):
