@@ -59,6 +59,15 @@ def mentions(name: str, terms: Collection[str]) -> bool:
     return name in terms or any(name in term for term in terms)
 
 
+def _join(parts: list[str], joiner: str) -> str:
+    """Sentences run on; a block (a list, a table, a code block) stands apart on its own lines, so
+    the next sentence does not continue its last row."""
+    out = parts[:1]
+    for before, part in zip(parts, parts[1:], strict=False):
+        out.append(("\n\n" if "\n" in before or "\n" in part else joiner) + part)
+    return "".join(out)
+
+
 class InvalidQuestion(ValueError):
     """The question is empty or too long."""
 
@@ -160,7 +169,7 @@ class Answerer:
         if not citations:
             return self._abstain(answer_id, draft, 0.0)
         joiner = "" if all(c.lang == "zh" for c in chosen) else " "
-        return Answer(answer_id, draft.question, joiner.join(parts), False, confidence, tuple(citations))
+        return Answer(answer_id, draft.question, _join(parts, joiner), False, confidence, tuple(citations))
 
     # ------------------------------------------------------------ candidates
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from kb.answer import ABSTAIN, COMMUNITY, InvalidQuestion, verify
+from kb.answer import ABSTAIN, COMMUNITY, InvalidQuestion, _join, verify
 from kb.calibration import Calibration
 
 QUESTIONS = [
@@ -92,6 +92,14 @@ def test_a_reply_to_a_comment_that_says_what_the_question_asks_is_its_answer(kb)
     assert all(by_reply[r] == 0.0 for r, ch in rows.items() if not (ch.meta or {}).get("parent_id"))
     answer = kb.ask(question)
     assert not answer.abstained and "ena-support" in answer.answer
+
+
+def test_a_cited_block_stands_on_its_own_lines_between_sentences():
+    table = "Limits:\n\n| Size | IOPS |\n| --- | --- |\n| c4.large | 4,000 | [1]"
+    assert _join(["First. [1]", "Second. [2]"], " ") == "First. [1] Second. [2]"
+    assert _join(["第一句。[1]", "第二句。[2]"], "") == "第一句。[1]第二句。[2]"
+    assert _join([table, "After. [2]"], " ") == f"{table}\n\nAfter. [2]"
+    assert _join(["Before. [1]", table], " ") == f"Before. [1]\n\n{table}"
 
 
 def test_sentences_of_one_passage_are_redundant_only_when_they_overlap(kb):
