@@ -9,7 +9,7 @@ from typing import Any
 from kb.text import sentence_spans
 from kb.types import Chunk, chunk_id_for
 
-SPLITTER = {
+SPLITTER: dict[str, str | int] = {
     "name": "kbq-blocks-sentences",
     "version": 5,
     "article_max_chars": 360,

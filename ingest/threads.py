@@ -64,13 +64,13 @@ def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
         spans.append((None, *add(selftext)))
         add("\n")
     ordered = _walk(comments)
-    for comment in ordered:
-        add(f"\n{'  ' * comment.depth}u/{comment.author} ({comment.score} points):\n")
-        if comment.body in GONE or not comment.body:
-            add(comment.body or "[empty]")
+    for reply in ordered:
+        add(f"\n{'  ' * reply.depth}u/{reply.author} ({reply.score} points):\n")
+        if reply.body in GONE or not reply.body:
+            add(reply.body or "[empty]")
             add("\n")
             continue
-        spans.append((comment, *add(comment.body)))
+        spans.append((reply, *add(reply.body)))
         add("\n")
     text = "".join(parts)
     lang = detect_lang(text)

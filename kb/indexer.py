@@ -175,7 +175,9 @@ def _embed(
     document: Document, chunks: list[Chunk], digest: str, embedders: list[Embedder], splitter: dict
 ) -> _Doc:
     comment_chars = int(splitter.get("comment_unit_chars", 0))
-    spans = [(i, a, b) for i, c in enumerate(chunks) for a, b in answer_units(document.text, c, comment_chars)]
+    spans = [
+        (i, a, b) for i, c in enumerate(chunks) for a, b in answer_units(document.text, c, comment_chars)
+    ]
     texts = [indexed_text(c) for c in chunks]
     sentence_texts = [document.text[a:b] for _, a, b in spans]
     vectors = {e.model_id: e.embed_documents(texts) for e in embedders}
