@@ -192,8 +192,7 @@ class Answerer:
             heading = set(tokenize(hit.chunk.context)) if hit.chunk.kind in OFFICIAL_KINDS else set()
             # a thread comment answers the comment or post it replies to, which rides along as its
             # context: a reply to a comment that says what the question asks is likely its answer
-            replied = hit.chunk.kind == "thread" and bool((hit.chunk.meta or {}).get("parent_id"))
-            reply = lexical.coverage(q_terms, set(tokenize(hit.chunk.context))) if replied else 0.0
+            reply = lexical.coverage(q_terms, set(tokenize(hit.chunk.context))) if hit.chunk.is_reply else 0.0
             lead = True
             for i in sids:
                 start, end = int(index.sentences.start[i]), int(index.sentences.end[i])

@@ -162,11 +162,10 @@ def _split_by_document(loaded: LoadedIndex) -> dict[str, _Doc]:
 
 def answer_units(text: str, chunk: Chunk, comment_chars: int) -> list[tuple[int, int]]:
     """The spans the answerer may quote from a chunk: its sentences, or the whole of a short thread
-    comment, whose sentences lean on each other ("Just set `--sriov-net-support simple`. That's
-    enhanced networking." / "No, c5 doesn't give the guest VT-x. ... use i3.metal")."""
+    reply, whose sentences lean on each other ("Just set `--sriov-net-support simple`. That's
+    enhanced networking.": the second sentence alone says nothing)."""
     spans = sentence_spans(text, chunk.start, chunk.end)
-    reply = chunk.kind == "thread" and bool((chunk.meta or {}).get("parent_id"))
-    if reply and len(spans) > 1 and spans[-1][1] - spans[0][0] <= comment_chars:
+    if chunk.is_reply and len(spans) > 1 and spans[-1][1] - spans[0][0] <= comment_chars:
         return [(spans[0][0], spans[-1][1])]
     return spans
 

@@ -47,6 +47,11 @@ class Chunk:
     context: str = ""
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
+    @property
+    def is_reply(self) -> bool:
+        """A thread comment, whose context is the comment or post it replies to."""
+        return self.kind == "thread" and bool((self.meta or {}).get("parent_id"))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
