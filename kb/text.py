@@ -108,7 +108,7 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
         a, b = _trim(text, a, b)
         if b > a and re.search(r"\w", text[a:b]):
             spans.append((a, b))
-    return _join_short_lists(text, spans)
+    return _join_blocks(text, spans)
 
 
 def _block_line(text: str, span: tuple[int, int]) -> tuple[str, int, int] | None:
@@ -124,7 +124,7 @@ def _block_line(text: str, span: tuple[int, int]) -> tuple[str, int, int] | None
     return None
 
 
-def _join_short_lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _join_blocks(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Merge each run of two or more short list items, or of table rows, and the line ending in a
     colon just before it, into one span; a list with a long item, or a list or table too long in
     all, stays one span per sentence."""
@@ -134,10 +134,11 @@ def _join_short_lists(text: str, spans: list[tuple[int, int]]) -> list[tuple[int
         j = i
         lines = set()
         first = _block_line(text, spans[i])
-        while j < len(spans) and (line := _block_line(text, spans[j])) and first and line[0] == first[0]:
+        kind = first[0] if first else None
+        while j < len(spans) and (line := _block_line(text, spans[j])) and line[0] == kind:
             lines.add(line[1:])
             j += 1
-        limit = TABLE_UNIT_CHARS if first and first[0] == "table" else LIST_UNIT_CHARS
+        limit = TABLE_UNIT_CHARS if kind == "table" else LIST_UNIT_CHARS
         if len(lines) < 2 or spans[j - 1][1] - spans[i][0] > limit:
             out.extend(spans[i : max(j, i + 1)])
             i = max(j, i + 1)
