@@ -1,4 +1,7 @@
-"""The golden question set: loading, and mapping its passage references onto index chunks."""
+"""The golden question set: loading, and mapping its passage references onto index chunks.
+
+Every item belongs to one split: ``tune`` (every fitted model, feature, weight, threshold and constant is
+chosen on it) or ``test`` (frozen, read only to report)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 from kb.types import Chunk, Document
 
 GOLDEN = Path(__file__).with_name("golden.jsonl")
+SPLITS = ("tune", "test")
 
 
 @dataclass(frozen=True)
@@ -20,9 +24,12 @@ class Item:
     relevant: tuple[tuple[str, str], ...]  # (doc_id, exact substring of the answering passage)
     must_contain: tuple[tuple[str, ...], ...]
     tags: tuple[str, ...]
+    split: str = "tune"
+    forbidden: tuple[str, ...] = ()  # a corrected claim's words, which must never be in the answer text
 
 
-def load_golden(path: Path = GOLDEN) -> list[Item]:
+def load_golden(path: Path = GOLDEN, split: str | None = None) -> list[Item]:
+    """The items of ``path``, or only those of one split."""
     items = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
@@ -37,13 +44,19 @@ def load_golden(path: Path = GOLDEN) -> list[Item]:
                 tuple((r["doc_id"], r["contains"]) for r in d.get("relevant", [])),
                 tuple(tuple(g) for g in d.get("must_contain", [])),
                 tuple(d.get("tags", [])),
+                d.get("split", "tune"),
+                tuple(d.get("forbidden", [])),
             )
         )
-    return items
+    unknown = {i.split for i in items} - set(SPLITS)
+    if unknown:
+        raise ValueError(f"{path}: unknown split {sorted(unknown)}; use one of {SPLITS}")
+    return [i for i in items if split is None or i.split == split]
 
 
 def relevant_chunks(item: Item, documents: dict[str, Document], chunks: list[Chunk]) -> set[str]:
-    """Chunk ids whose span overlaps a referenced passage, so chunking changes keep the labels."""
+    """Chunk ids whose span overlaps a referenced passage (so chunking changes keep the labels), and the
+    chunks of those FAQ entries' twins."""
     spans: dict[str, list[tuple[int, int]]] = {}
     for doc_id, contains in item.relevant:
         doc = documents.get(doc_id)
@@ -51,4 +64,9 @@ def relevant_chunks(item: Item, documents: dict[str, Document], chunks: list[Chu
         if at < 0:
             raise ValueError(f"{item.id}: passage {contains!r} not found in {doc_id}")
         spans.setdefault(doc_id, []).append((at, at + len(contains)))
-    return {c.chunk_id for c in chunks for a, b in spans.get(c.doc_id, []) if c.start < b and a < c.end}
+    named = [c for c in chunks for a, b in spans.get(c.doc_id, []) if c.start < b and a < c.end]
+    # an FAQ entry's twin in the other language says the same, so it is as relevant
+    twins = {(c.doc_id.rsplit(".", 1)[0], c.origin.entry_key) for c in named if c.origin.entry_key}
+    return {c.chunk_id for c in named} | {
+        c.chunk_id for c in chunks if c.origin.entry_key and (c.doc_id.rsplit(".", 1)[0], c.origin.entry_key) in twins
+    }

@@ -18,10 +18,13 @@ def reciprocal_rank(relevant: Sequence[bool]) -> float:
     return next((1.0 / (i + 1) for i, r in enumerate(relevant) if r), 0.0)
 
 
-def ndcg_at(relevant: Sequence[bool], n_relevant: int, k: int = 10) -> float:
-    dcg = sum(1.0 / math.log2(i + 2) for i, r in enumerate(relevant[:k]) if r)
-    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(n_relevant, k)))
-    return dcg / ideal if ideal else 0.0
+def ndcg_at(gains: Sequence[float], relevant: Sequence[float], k: int = 10) -> float:
+    """nDCG@k with linear gains: ``gains`` of the ranked items (a bool counts as 0/1), ``relevant`` the
+    gains of every relevant item, from which the ideal ranking is built (pytrec_eval's definition)."""
+    dcg = sum(float(g) / math.log2(i + 2) for i, g in enumerate(gains[:k]) if g)
+    ideal = sorted((float(r) for r in relevant), reverse=True)[:k]
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
 
 
 def supports(text: str, must_contain: Iterable[Sequence[str]]) -> bool:

@@ -2,12 +2,12 @@
 the published figures, run through the product's own code.
 
 The system ``kbq`` is what kbq ships: BM25 + USE + MiniLM (sentence-aware) with kb's per-language-pair weights
-(``kb.retrieve.PAIR_WEIGHTS``); ``kbq-use-only`` is the previous default, BM25 + USE with ``DEFAULT_WEIGHTS``.
+(``kb.tuning.FUSION.pair_weights``); ``kbq-use-only`` is the previous default, BM25 + USE with ``DEFAULT_WEIGHTS``.
 
 The modules: ``evals.beir`` reads the data (in place from ``../shared/bench``, ``--bench``; never copied),
 ``evals.embed_cache`` caches embeddings under ``~/.cache/kbq-bench`` (``--cache``) so reruns take seconds,
 ``evals.signals`` cuts the corpora into the product's units and computes every raw signal with kb's indexes,
-``evals.scoring`` fuses them as ``kb.retrieve.Retriever.fused`` does and computes the metrics, and
+``evals.scoring`` fuses them as ``kb.fusion.fuse`` does (as ``kb.retrieve.Retriever`` does for one question) and computes the metrics, and
 ``evals.report`` writes the tables; this module is the command.
 
     python -m evals.public            # everything; writes evals/results/public.json and public.md
@@ -34,7 +34,7 @@ from kb.text import detect_lang
 
 QUICK_QUERIES = 100
 # Sentence vectors to compute (DATASET or DATASET:MODEL): SciFact's 56k sentences are embedded with MiniLM
-# only, the one embedder its language pair (en → en) uses; USE there weighs 0 (kb.retrieve.PAIR_WEIGHTS).
+# only, the one embedder its language pair (en → en) uses; USE there weighs 0 (kb.tuning.FUSION.pair_weights).
 SENTENCES = "xquad-en,xquad-zh,xquad-en2zh,scifact:minilm"
 # Embedders measured on variant units unless --all-variants: SciFact cut at 360 characters is 41k texts, about
 # an hour per model on 2 CPU cores, so it is measured lexically only.

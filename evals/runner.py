@@ -1,18 +1,17 @@
-"""`kbq eval`: retrieval and answer metrics on the golden set, per language, with calibration
-of the abstention threshold and a recorded baseline that the test suite guards."""
+"""`kbq eval`: retrieval and answer metrics on the golden set, tune and test side by side, with
+calibration on ``tune`` only and a recorded baseline that the test suite guards."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from evals.golden import GOLDEN, Item, load_golden, relevant_chunks
+from evals.calibrate import cross_validated, fit_calibration, provenance
+from evals.golden import GOLDEN, SPLITS, Item, load_golden, relevant_chunks
 from evals.metrics import (
     markers_resolve,
     mean,
@@ -23,16 +22,10 @@ from evals.metrics import (
     supports,
 )
 from kb.answer import Draft, verify
-from kb.calibration import (
-    ANSWER_FEATURES,
-    CALIBRATION_FILE,
-    SENTENCE_FEATURES,
-    Calibration,
-    Logistic,
-    calibration_key,
-)
+from kb.calibration import CALIBRATION_FILE, Calibration, calibration_key
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
+from kb.text import detect_lang
 from kb.types import Answer
 
 BASELINE = Path(__file__).with_name("baseline.json")
@@ -41,12 +34,20 @@ COLUMNS = (
     "recall@1",
     "recall@5",
     "mrr",
-    "ndcg@10",
     "support",
     "citation_validity",
     "abstain_precision",
     "abstain_recall",
+    "lang_match",
+    "forbidden",
 )
+GROUPS: dict[str, Callable[[Item], bool]] = {
+    "all": lambda i: True,
+    "en": lambda i: i.lang == "en",
+    "zh": lambda i: i.lang == "zh",
+    "xling": lambda i: "xling" in i.tags,
+    "misinfo": lambda i: "misinfo" in i.tags,
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class Result:
     answer: Answer
     supported: bool
     valid: bool
+    lang_match: bool  # the answer is written in the question's language
+    forbidden: bool  # the answer text repeats a corrected claim
 
 
 def run(kb: KnowledgeBase, items: list[Item], calibration: Calibration | None = None) -> list[Result]:
@@ -69,11 +72,11 @@ def run(kb: KnowledgeBase, items: list[Item], calibration: Calibration | None = 
         answer = answerer.finish(draft, calibration)
         relevant = relevant_chunks(item, index.documents, index.chunks)
         ranked = [h.chunk.chunk_id in relevant for h in draft.hits[:10]]
-        results.append(_result(item, draft, ranked, len(relevant), answer, index.documents))
+        results.append(judge(item, draft, ranked, len(relevant), answer, index.documents))
     return results
 
 
-def _result(
+def judge(
     item: Item, draft: Draft, ranked: list[bool], n_relevant: int, answer: Answer, documents
 ) -> Result:
     evidence = answer.answer + " " + " ".join(c.quote for c in answer.citations)
@@ -81,19 +84,22 @@ def _result(
     valid = all(verify(c, documents) for c in answer.citations) and markers_resolve(
         answer.answer, [c.n for c in answer.citations]
     )
-    return Result(item, draft, ranked, n_relevant, answer, supported, valid)
+    said = answer.answer.casefold()
+    forbidden = not answer.abstained and any(f.casefold() in said for f in item.forbidden)
+    lang_match = detect_lang(answer.answer) == item.lang
+    return Result(item, draft, ranked, n_relevant, answer, supported, valid, lang_match, forbidden)
 
 
-def refinish(kb: KnowledgeBase, results: list[Result], calibration: Calibration) -> list[Result]:
+def refinish(kb: KnowledgeBase, results: Sequence[Result], calibration: Calibration) -> list[Result]:
     """Re-decide answers under another calibration without retrieving again."""
     out = []
     for r in results:
         answer = kb.answerer.finish(r.draft, calibration)
-        out.append(_result(r.item, r.draft, r.ranked, r.n_relevant, answer, kb.index.documents))
+        out.append(judge(r.item, r.draft, r.ranked, r.n_relevant, answer, kb.index.documents))
     return out
 
 
-def summarise(results: list[Result]) -> dict[str, float]:
+def summarise(results: Sequence[Result]) -> dict[str, float]:
     answerable = [r for r in results if r.item.answerable]
     precision, recall = precision_recall(
         [r.answer.abstained for r in results], [not r.item.answerable for r in results]
@@ -105,25 +111,34 @@ def summarise(results: list[Result]) -> dict[str, float]:
         "recall@1": mean(success_at(r.ranked, 1) for r in answerable),
         "recall@5": mean(success_at(r.ranked, 5) for r in answerable),
         "mrr": mean(reciprocal_rank(r.ranked) for r in answerable),
-        "ndcg@10": mean(ndcg_at(r.ranked, r.n_relevant) for r in answerable),
+        "ndcg@10": mean(ndcg_at(r.ranked, [1.0] * r.n_relevant) for r in answerable),
         "support": mean(float(r.supported) for r in answerable),
         "citation_validity": mean(float(r.valid) for r in results),
         "abstain_precision": precision,
         "abstain_recall": recall,
+        "lang_match": mean(float(r.lang_match) for r in results),
+        "forbidden": float(sum(r.forbidden for r in results)),
     }
 
 
-def by_language(results: list[Result]) -> dict[str, dict[str, float]]:
-    groups = {
-        "all": results,
-        "en": [r for r in results if r.item.lang == "en"],
-        "zh": [r for r in results if r.item.lang == "zh"],
-        "xling": [r for r in results if "xling" in r.item.tags],
-    }
-    return {name: summarise(rs) for name, rs in groups.items() if rs}
+def calibration_score(results: Sequence[Result]) -> float:
+    """What a threshold is chosen for: support plus the weaker of abstention precision and recall."""
+    m = summarise(results)
+    return m["support"] + min(m["abstain_precision"], m["abstain_recall"])
 
 
-def reliability(results: list[Result], buckets: int = 5) -> list[tuple[str, int, float]]:
+def by_group(results: Sequence[Result]) -> dict[str, dict[str, float]]:
+    """Metrics per split and group: ``tune/all``, ``test/en``, …"""
+    out = {}
+    for split in SPLITS:
+        for name, keep in GROUPS.items():
+            chosen = [r for r in results if r.item.split == split and keep(r.item)]
+            if chosen:
+                out[f"{split}/{name}"] = summarise(chosen)
+    return out
+
+
+def reliability(results: Sequence[Result], buckets: int = 5) -> list[tuple[str, int, float]]:
     """Confidence bucket -> (count, share of answers that are supported)."""
     rows = []
     for b in range(buckets):
@@ -133,123 +148,114 @@ def reliability(results: list[Result], buckets: int = 5) -> list[tuple[str, int,
             for r in results
             if lo <= r.answer.confidence < hi or (b == buckets - 1 and r.answer.confidence == 1)
         ]
-        share = mean(float(r.supported) for r in inside)
-        rows.append((f"{lo:.1f}-{hi:.1f}", len(inside), share))
+        rows.append((f"{lo:.1f}-{hi:.1f}", len(inside), mean(float(r.supported) for r in inside)))
     return rows
 
 
-def _fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float = 0.01) -> Logistic:
-    """Plain L2-regularised logistic regression on standardised features, returned in raw units."""
-    mu, sd = x.mean(0), x.std(0) + 1e-9
-    z = (x - mu) / sd
-    w, b = np.zeros(z.shape[1]), 0.0
-    for _ in range(4000):
-        p = 1 / (1 + np.exp(-(z @ w + b)))
-        w -= 0.2 * (z.T @ (p - y) / len(y) + l2 * w)
-        b -= 0.2 * float(np.mean(p - y))
-    coef = {f: round(float(w[i] / sd[i]), 5) for i, f in enumerate(names)}
-    return Logistic(coef, round(float(b - np.sum(w * mu / sd)), 5))
-
-
-def fit_calibration(results: list[Result], kb: KnowledgeBase) -> Calibration:
-    """Fit the sentence ranker (does this sentence state a must-contain fact of a relevant
-    passage?), then the confidence model (does the material answer this question at all?), then
-    the abstention threshold that best balances answer support with abstention precision and recall.
-
-    The confidence model learns answerability rather than "was this answer supported": an
-    answerable question answered from the wrong passage is a ranking error, and teaching the
-    model to abstain on it would only make it abstain on answerable questions (golden set,
-    abstention precision/recall 0.82/0.72 -> 0.97/0.94; 5-fold cross-validated 0.97/0.88)."""
-    index = kb.index
-    rows, labels = [], []
-    for r in results:
-        if not r.item.answerable:
-            continue
-        relevant = relevant_chunks(r.item, index.documents, index.chunks)
-        for cand in r.draft.candidates:
-            text = index.documents[index.chunks[cand.row].doc_id].text[cand.start : cand.end].casefold()
-            hit = any(alt.casefold() in text for group in r.item.must_contain for alt in group)
-            rows.append([cand.features[f] for f in SENTENCE_FEATURES])
-            labels.append(float(hit and index.chunks[cand.row].chunk_id in relevant))
-    ranker = _fit_logistic(np.array(rows), np.array(labels), SENTENCE_FEATURES)
-    draft_model = Calibration(ranker, Calibration().confidence, 0.0)
-    x = np.zeros((len(results), len(ANSWER_FEATURES)))
-    for i, r in enumerate(results):
-        features = kb.answerer.choose(r.draft, draft_model)[1]
-        x[i] = [features.get(f, 0.0) for f in ANSWER_FEATURES]
-    confidence = _fit_logistic(x, np.array([float(r.item.answerable) for r in results]), ANSWER_FEATURES)
-    best, best_score = 0.5, -math.inf
-    for threshold in np.linspace(0.05, 0.95, 91):
-        m = summarise(refinish(kb, results, Calibration(ranker, confidence, float(threshold))))
-        score = m["support"] + min(m["abstain_precision"], m["abstain_recall"])
-        if score > best_score + 1e-9:
-            best, best_score = float(threshold), score
-    return Calibration(ranker, confidence, round(best, 3))
-
-
-def cross_validated(results: list[Result], kb: KnowledgeBase, folds: int = 5) -> list[Result]:
-    """Every question answered under a calibration fitted without it (``folds``-fold), so the
-    figures show what calibration does for questions it has not seen."""
-    out: list[Result] = []
-    for fold in range(folds):
-        held = [r for i, r in enumerate(results) if i % folds == fold]
-        fitted = fit_calibration([r for i, r in enumerate(results) if i % folds != fold], kb)
-        out.extend(refinish(kb, held, fitted))
-    return out
-
-
 def table(metrics: dict[str, dict[str, float]]) -> str:
-    lines = ["| set | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for name, m in metrics.items():
-        cells = [str(int(m["n"]))] + ["–" if math.isnan(m[c]) else f"{m[c]:.3f}" for c in COLUMNS[1:]]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    """Tune and test side by side: one row per group and split."""
+    lines = ["| group | split | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    names = dict.fromkeys(key.split("/")[1] for key in metrics)
+    for name in names:
+        for split in SPLITS:
+            m = metrics.get(f"{split}/{name}")
+            if m is None:
+                continue
+            cells = [str(int(m["n"]))] + [_cell(c, m[c]) for c in COLUMNS[1:]]
+            lines.append(f"| {name} | {split} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def check_baseline(
-    metrics: dict[str, dict[str, float]], baseline: dict, tolerance: float = 0.005
-) -> list[str]:
-    """Metrics that fell below the recorded baseline."""
+def _cell(column: str, value: float) -> str:
+    if math.isnan(value):
+        return "–"
+    return str(int(value)) if column == "forbidden" else f"{value:.3f}"
+
+
+def check_baseline(metrics: dict[str, dict[str, float]], baseline: dict, tolerance: float = 0.005) -> list[str]:
+    """Metrics that fell below the recorded baseline (``forbidden`` may not rise)."""
     drops = []
     for group, values in baseline.items():
         for name, floor in values.items():
             got = metrics.get(group, {}).get(name)
-            if name != "n" and (got is None or got < floor - tolerance):
-                drops.append(f"{group}.{name}: {got} < baseline {floor}")
+            if name == "n":
+                continue
+            worse = got is None or (got > floor if name == "forbidden" else got < floor - tolerance)
+            if worse:
+                drops.append(f"{group}.{name}: {got} vs baseline {floor}")
     return drops
+
+
+def calibrate(kb: KnowledgeBase, results: list[Result], out=sys.stdout) -> list[Result]:
+    """Fit on ``tune`` only (5-fold figures first), store with provenance, re-answer everything."""
+    tune = [r for r in results if r.item.split == "tune"]
+    print("tune, cross-validated (5-fold: each question answered by a calibration fitted without it)", file=out)
+    cv = by_group(cross_validated(tune, kb, calibration_score))
+    print(table(cv) + "\n", file=out)
+    fitted = fit_calibration(tune, kb, calibration_score)
+    cv_all = {k: v for k, v in cv["tune/all"].items() if k != "n"}
+    calibration = Calibration(fitted.ranker, fitted.confidence, fitted.threshold, provenance([r.item for r in tune], cv_all))
+    models = list(kb.answerer.retriever.embedders)
+    calibration.save(models)
+    print(f"wrote {CALIBRATION_FILE} for {calibration_key(models)} (threshold {calibration.threshold})", file=out)
+    return refinish(kb, results, calibration)
 
 
 def run_cli(
     settings: Settings,
     golden: Path | None,
     as_json: bool,
-    calibrate: bool,
+    calibrate_: bool,
     record: bool,
     build: Callable[[Settings], KnowledgeBase],
+    report: Path | None = None,
+    tune: bool = False,
 ) -> None:
     kb = build(settings)
     items = load_golden(golden or GOLDEN)
+    out = sys.stderr if as_json else sys.stdout
+    if tune:
+        from evals.grid import run_grid
+
+        run_grid(kb, [i for i in items if i.split == "tune"], out)
+        return
     results = run(kb, items)
-    if calibrate:
-        report = sys.stderr if as_json else sys.stdout
-        print("cross-validated (5-fold: calibration fitted without the questions it answers)", file=report)
-        print(table(by_language(cross_validated(results, kb))) + "\n", file=report)
-        calibration = fit_calibration(results, kb)
-        models = list(kb.answerer.retriever.embedders)
-        calibration.save(models)
-        results = refinish(kb, results, calibration)
-        print(
-            f"wrote {CALIBRATION_FILE} for {calibration_key(models)} (threshold {calibration.threshold})",
-            file=report,
-        )
-    metrics = by_language(results)
+    if calibrate_:
+        results = calibrate(kb, results, out)
+    metrics = by_group(results)
     if record:
         BASELINE.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
-        print(f"recorded baseline in {BASELINE}", file=sys.stderr if as_json else sys.stdout)
+        print(f"recorded baseline in {BASELINE}", file=out)
+    test_reliability = reliability([r for r in results if r.item.split == "test"])
+    if report:
+        from evals.report_html import write_report
+
+        write_report(report, report_data(results, metrics, test_reliability))
+        print(f"wrote {report}", file=out)
     if as_json:
-        print(json.dumps({"metrics": metrics, "reliability": reliability(results)}, indent=1))
+        print(json.dumps({"metrics": metrics, "reliability_test": test_reliability}, indent=1))
         return
     print(table(metrics))
-    print("\nreliability (confidence bucket → answers, share supported)")
-    for bucket, count, share in reliability(results):
+    print("\nreliability on test (confidence bucket → answers, share supported)")
+    for bucket, count, share in test_reliability:
         print(f"  {bucket}  {count:>4}  {share:.2f}" if count else f"  {bucket}  {count:>4}     -")
+
+
+def report_data(results: Sequence[Result], metrics: dict, buckets: list[tuple[str, int, float]]) -> dict:
+    """The plain data ``evals.report_html`` renders."""
+    renamed = {"abstain_precision": "abstain_p", "abstain_recall": "abstain_r"}
+    rows = [
+        {"split": k.split("/")[0], "group": k.split("/")[1], **{renamed.get(m, m): x for m, x in v.items()}}
+        for k, v in metrics.items()
+    ]
+    misses = [
+        {"id": r.item.id, "split": r.item.split, "question": r.item.question, "answer": r.answer.answer}
+        for r in results
+        if (r.item.answerable and not r.supported) or (not r.item.answerable and not r.answer.abstained)
+        or r.forbidden
+    ]
+    reliability = [
+        {"split": "test", "lo": float(b.split("-")[0]), "hi": float(b.split("-")[1]), "n": n, "supported": s}
+        for b, n, s in buckets
+    ]
+    return {"title": "kbq golden set", "rows": rows, "reliability": reliability, "misses": misses}

@@ -1,26 +1,27 @@
 """Fusion and scoring for ``python -m evals.public``: the systems measured, kb's z-score fusion over a run's raw
 signals, the metrics (nDCG@10, recall@100) and the weight grid searched on dev queries.
 
-Fusion is ``kb.retrieve.Retriever.fused`` vectorised over queries: every signal normalised within each passage
-language (kb's ``centred``), weighted per (query language, passage language) by ``kb.retrieve.signal_weight``
-(``detect_lang`` on the query, the chunk's language on the passage side). A document scores its best chunk.
+Fusion is kb's own (``kb.fusion``, which ``kb.retrieve.Retriever`` calls for one question): every signal
+normalised within each passage language, weighted per (query language, passage language) (``detect_lang`` on
+the query, the chunk's language on the passage side). A document scores its best chunk; benchmark passages
+carry no official prior.
 
 ``kbq`` is what kbq ships: BM25 + USE + MiniLM, sentence-aware, with kb's own weights for that pair of embedders
-(``kb.retrieve.default_weights``, i.e. ``PAIR_WEIGHTS``).
+(``kb.fusion.default_weights``, i.e. ``kb.tuning.FUSION.pair_weights``).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-import kb.retrieve as kb_retrieve
+from evals.metrics import ndcg_at
 from evals.signals import MODELS, Run
-from kb.retrieve import DEFAULT_WEIGHTS, LEXICAL, Weights, default_weights, signal_weight
+from kb.fusion import default_weights, normalise, signal_weight, weighted_sum
+from kb.tuning import FUSION, LEXICAL, Weights
 
 NDCG_K, RECALL_K = 10, 100
 
@@ -32,7 +33,7 @@ class Shipped:
     chunking: str  # the unit (the product's splitter at its FAQ limit)
     lexical: str  # the lexical signal (kb's Bm25Index)
     models: tuple[str, ...]  # embedder aliases
-    sentences: bool  # sentence-aware dense scores (kb.retrieve.Retriever._dense)
+    sentences: bool  # sentence-aware dense scores (kb.fusion.with_best_sentence)
     weights: Weights
 
 
@@ -41,34 +42,15 @@ KBQ = Shipped(
     lexical="bm25",
     models=tuple(MODELS),
     sentences=True,
-    weights=default_weights([MODELS[m] for m in MODELS]),  # kb.retrieve.PAIR_WEIGHTS
+    weights=default_weights([MODELS[m] for m in MODELS]),  # FUSION.pair_weights
 )
 
 
 # ---------------------------------------------------------------- fusion
 
 
-def zscore_rows(scores: np.ndarray) -> np.ndarray:
-    """The z-score of every row (one query's scores over the whole index), vectorised."""
-    scores = scores.astype(np.float32, copy=False)
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True)
-    out = (scores - mean) / np.where(std > 1e-9, std, 1.0)
-    out[(std <= 1e-9)[:, 0]] = 0.0
-    return out
-
-
-def normalise(scores: np.ndarray, langs: np.ndarray) -> np.ndarray:
-    """Each row normalised as Retriever.fused normalises a signal: kb's own ``centred`` over the passage
-    languages when the index mixes languages; over one language that is the plain z-score, vectorised."""
-    if len(np.unique(langs)) <= 1:
-        return zscore_rows(scores)
-    groups = [langs == lang for lang in kb_retrieve.LANGS]
-    return np.vstack([kb_retrieve.centred(row.astype(np.float32), groups) for row in scores])
-
-
 def signal_key(name: str) -> str:
-    """The key kb.retrieve.signal_weight takes for a signal: LEXICAL for every BM25 variant, the model alias
+    """The key kb.fusion.signal_weight takes for a signal: LEXICAL for every BM25 variant, the model alias
     for an embedder (``use-sent`` weighs as ``use``)."""
     return LEXICAL if name.startswith("bm25") else name.removesuffix("-sent")
 
@@ -76,21 +58,10 @@ def signal_key(name: str) -> str:
 def fuse(
     run: Run, signals: Sequence[str], weights: Weights, z: Mapping[str, np.ndarray] | None = None
 ) -> np.ndarray:
-    """Chunk scores: the weighted sum of z-normalised signals, weights by (query lang, passage lang)."""
-    total = np.zeros((len(run.qids), len(run.chunked.langs)), dtype=np.float32)
+    """Chunk scores by kb's fusion; ``z`` holds signals already normalised (the tuning grid reuses them)."""
     langs = run.chunked.langs
-    for name in signals:
-        zs = z[name] if z is not None else normalise(run.raw[name], langs)
-        for qlang in np.unique(run.qlangs):
-            rows = run.qlangs == qlang
-            per_chunk = np.where(
-                langs == "zh",
-                signal_weight(weights, qlang, "zh", signal_key(name)),
-                signal_weight(weights, qlang, "en", signal_key(name)),
-            ).astype(np.float32)
-            if np.any(per_chunk):
-                total[rows] += zs[rows] * per_chunk
-    return total
+    normalised = [(signal_key(s), z[s] if z is not None else normalise(run.raw[s], langs)) for s in signals]
+    return weighted_sum(normalised, list(run.qlangs), langs, weights)
 
 
 def doc_scores(run: Run, chunk_scores: np.ndarray) -> np.ndarray:
@@ -122,10 +93,7 @@ def ranking(scores: np.ndarray, k: int) -> np.ndarray:
 
 def ndcg(ranked: Sequence[str], rels: Mapping[str, int], k: int = NDCG_K) -> float:
     """nDCG@k with linear gains, as pytrec_eval computes it for BEIR and MTEB."""
-    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
-    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
-    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
-    return dcg / idcg if idcg else 0.0
+    return ndcg_at([rels.get(d, 0) for d in ranked], [r for r in rels.values() if r > 0], k)
 
 
 def recall(ranked: Sequence[str], rels: Mapping[str, int], k: int = RECALL_K) -> float:
@@ -153,7 +121,7 @@ def score_system(run: Run, signals: Sequence[str], weights: Weights) -> dict[str
 
 def systems_for(run: Run) -> dict[str, tuple[list[str], Weights]]:
     """Every system measured on any unit: single signals, equal-weight fusions and ``kbq-use-only``, the
-    previous default (BM25 + USE with kb.retrieve.DEFAULT_WEIGHTS). ``kbq`` itself is ``kbq_signals``."""
+    previous default (BM25 + USE with kb.tuning.FUSION.default_weights). ``kbq`` itself is ``kbq_signals``."""
     have = list(run.raw)
     out: dict[str, tuple[list[str], Weights]] = {}
     for s in have:
@@ -166,7 +134,7 @@ def systems_for(run: Run) -> dict[str, tuple[list[str], Weights]]:
                     out["+".join(combo)] = (list(combo), uniform(**{signal_key(c): 1.0 for c in combo}))
     use = "use-sent" if "use-sent" in have else "use"
     if "bm25" in have and use in have:
-        out["kbq-use-only"] = (["bm25", use], DEFAULT_WEIGHTS)
+        out["kbq-use-only"] = (["bm25", use], FUSION.default_weights)
     return out
 
 

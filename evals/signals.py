@@ -2,7 +2,7 @@
 query's per-chunk scores from kb's own indexes (BM25 and its variants, each embedder on chunks and, where
 sentence vectors exist, sentence-aware as the product scores it).
 
-Documents are cut with ``ingest.chunking.split_span`` at the ``SPLITTER`` limits (``chunks-faq``, the unit kbq
+Documents are cut with ``ingest.chunking.split_span`` at the ``kb.tuning.INDEX.splitter`` limits (``chunks-faq``, the unit kbq
 uses, and ``chunks``; ``doc`` keeps whole documents), embedded with kb's embedders and indexed with kb's
 ``DenseIndex`` and ``Bm25Index``.
 """
@@ -18,18 +18,20 @@ import numpy as np
 
 from evals.beir import DATASETS, Beir
 from evals.embed_cache import Cache
-from ingest.chunking import SPLITTER, ChunkMaker, split_span
+from ingest.chunking import ChunkMaker, split_span
 from kb.dense import DenseIndex
 from kb.embed import SHORT_NAMES, Embedder
+from kb.fusion import with_best_sentence
 from kb.lexical import Bm25Index
 from kb.store import indexed_text
 from kb.text import detect_lang, sentence_spans
+from kb.tuning import INDEX
 from kb.types import Chunk
 
 MODELS = SHORT_NAMES  # embedder alias -> kb model id
 CHUNKINGS = {
-    "chunks": int(SPLITTER["article_max_chars"]),
-    "chunks-faq": int(SPLITTER["faq_max_chars"]),
+    "chunks": INDEX.splitter.article_max_chars,
+    "chunks-faq": INDEX.splitter.faq_max_chars,
     "doc": None,
 }
 
@@ -57,7 +59,7 @@ def chunk_corpus(
 ) -> Chunked:
     """Cut every document with the product's splitter (``chunks``) or keep it whole (``doc``)."""
     limit = CHUNKINGS[chunking]
-    overlap = int(SPLITTER["overlap_sentences"])
+    overlap = INDEX.splitter.overlap_sentences
     chunks: list[Chunk] = []
     starts = []
     for doc_id, title, body in zip(doc_ids, titles, texts, strict=True):
@@ -119,7 +121,7 @@ class Lexical:
 
 
 LEXICAL_VARIANTS = {
-    "bm25": Lexical(),  # the product's index (kb.store.LEXICAL)
+    "bm25": Lexical(),  # the product's index (kb.tuning.INDEX.lexical)
     "bm25-jieba": Lexical(cjk="jieba"),
     "bm25-uni": Lexical(doc=with_unigrams, query=with_unigrams),
     "bm25-qnorm": Lexical(doc=lambda t: unicodedata.normalize("NFKC", t), query=normalise_query),
@@ -188,16 +190,6 @@ def sentence_table(chunked: Chunked) -> tuple[np.ndarray, list[str]]:
     return np.array(rows, dtype=np.int64), texts
 
 
-def with_sentences(chunk_scores: np.ndarray, rows: np.ndarray, sentence_scores: np.ndarray) -> np.ndarray:
-    """kb.retrieve.Retriever._dense: the mean of a chunk's cosine and its best sentence's (or its own)."""
-    best = chunk_scores.copy()
-    if len(rows):
-        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        group_max = np.maximum.reduceat(sentence_scores, starts, axis=1)
-        best[:, rows[starts]] = np.maximum(best[:, rows[starts]], group_max)
-    return 0.5 * (chunk_scores + best)
-
-
 def build_run(
     dataset: str,
     beir: Beir,
@@ -228,7 +220,7 @@ def build_run(
         raw[alias] = dense_scores(docs, qvec)
         if alias in sentences:
             svec = cache.embed(embedder, unique, f"{corpus}-sentences")[position]
-            raw[f"{alias}-sent"] = with_sentences(raw[alias], rows, dense_scores(svec, qvec))
+            raw[f"{alias}-sent"] = with_best_sentence(raw[alias], rows, dense_scores(svec, qvec))
     return Run(
         dataset,
         chunking,

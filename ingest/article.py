@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ingest.chunking import SPLITTER, ChunkMaker, pack_and_split
+from ingest.chunking import ChunkMaker, pack_and_split
 from ingest.errors import IngestError
 from ingest.markdown import blocks, split_front_matter
 from kb.text import detect_lang
+from kb.tuning import INDEX
 from kb.types import Chunk, Document
 
 
@@ -33,7 +34,7 @@ def parse_article(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
     doc, meta = markdown_document(doc_id, "article", raw)
     site = str(meta.get("site") or "").strip()
     maker = ChunkMaker(doc.doc_id, doc.kind, doc.text, doc.lang)
-    max_chars = int(SPLITTER["article_max_chars"])
+    max_chars = INDEX.splitter.article_max_chars
     chunks: list[Chunk] = []
     path: list[tuple[int, str]] = []
     section_blocks: list[tuple[int, int]] = []

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from kb.text import sentence_spans
-from kb.types import Chunk, chunk_id_for
-
-SPLITTER: dict[str, str | int] = {
-    "name": "kbq-blocks-sentences",
-    "version": 5,
-    "article_max_chars": 360,
-    "faq_max_chars": 1400,
-    "overlap_sentences": 1,
-    # a thread reply this short is quoted whole, not sentence by sentence (kb/indexer.answer_units):
-    # 150-200 measured best on the golden set (5-fold support 0.892 -> 0.900, abstention recall
-    # 0.844 -> 0.906); 250 and more let long comments crowd out the official sentences
-    "comment_unit_chars": 200,
-}
+from kb.tuning import INDEX
+from kb.types import Chunk, Provenance, chunk_id_for
 
 
 def split_span(text: str, start: int, end: int, max_chars: int, overlap: int = 1) -> list[tuple[int, int]]:
@@ -58,7 +46,7 @@ def pack_blocks(spans: Iterable[tuple[int, int]], max_chars: int) -> Iterator[tu
 
 def pack_and_split(text: str, spans: Iterable[tuple[int, int]], max_chars: int) -> list[tuple[int, int]]:
     """Merge consecutive blocks up to ``max_chars``, then cut any still too long at sentences."""
-    overlap = int(SPLITTER["overlap_sentences"])
+    overlap = INDEX.splitter.overlap_sentences
     return [
         piece
         for a, b in pack_blocks(spans, max_chars)
@@ -81,7 +69,7 @@ class ChunkMaker:
         section: str = "",
         context: str = "",
         lang: str | None = None,
-        meta: dict[str, Any] | None = None,
+        origin: Provenance | None = None,
     ) -> Chunk:
         piece = self.text[start:end]
         occurrence = self._seen[piece]
@@ -96,5 +84,5 @@ class ChunkMaker:
             lang=lang or self.lang,
             section=section,
             context=context,
-            meta=meta or {},
+            origin=origin or Provenance(),
         )

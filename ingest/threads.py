@@ -14,10 +14,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.chunking import SPLITTER, ChunkMaker, pack_and_split
+from ingest.chunking import ChunkMaker, pack_and_split
+from ingest.conversation import Roles, Turn, roles
 from ingest.errors import IngestError
 from kb.text import detect_lang
-from kb.types import Chunk, Document
+from kb.tuning import INDEX
+from kb.types import Chunk, Document, Provenance
 
 REDDIT = "https://www.reddit.com"
 GONE = {"[deleted]", "[removed]"}
@@ -31,6 +33,7 @@ class _Comment:
     body: str
     score: int
     created: str | None
+    created_utc: float
     permalink: str
     parent_id: str
     depth: int
@@ -85,45 +88,63 @@ def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
         date=_date(post.get("created_utc")),
     )
     by_name = {f"t1_{c.id}": c for c in ordered}
+    post_id = str(post.get("id") or "")
+    talk = _conversation(post_id, post_author, selftext, ordered)
     post_text = f"{title}\n{selftext}".strip()
     maker = ChunkMaker(doc_id, "thread", text, lang)
     chunks = []
     for comment, start, end in spans:
         piece = text[start:end]
         if comment is None:  # a long post splits by paragraph, each piece keeping the title as context
-            meta = {
-                "author": post_author,
-                "score": _int(post.get("score")),
-                "depth": -1,
-                "parent_id": None,
-                "permalink": doc.url,
-                "position": "post",
-                "date": doc.date,
-            }
+            origin = Provenance(
+                url=doc.url,
+                author=post_author,
+                date=doc.date,
+                comment_id=post_id,
+                score=_int(post.get("score")),
+                disputed_by=talk.disputed_by.get(post_id, ()),
+                asks=post_id in talk.asks,
+            )
             for a, b in _paragraph_pieces(text, start, end):
                 chunks.append(
-                    maker.make(a, b, section=title, lang=detect_lang(text[a:b]), context=title, meta=meta)
+                    maker.make(a, b, section=title, lang=detect_lang(text[a:b]), context=title, origin=origin)
                 )
             continue
         parent = by_name.get(comment.parent_id)
         context = parent.body if parent and parent.body not in GONE else post_text
-        meta = {
-            "author": comment.author,
-            "score": comment.score,
-            "depth": comment.depth,
-            "parent_id": comment.parent_id,
-            "comment_id": comment.id,
-            "position": "comment",
-            "permalink": REDDIT + comment.permalink if comment.permalink else doc.url,
-            "date": comment.created,
-            "parent_author": parent.author if parent else post_author,
-        }
+        origin = Provenance(
+            url=REDDIT + comment.permalink if comment.permalink else doc.url,
+            author=comment.author,
+            date=comment.created,
+            comment_id=comment.id,
+            parent_id=comment.parent_id,
+            parent_author=parent.author if parent else post_author,
+            score=comment.score,
+            depth=comment.depth,
+            disputed_by=talk.disputed_by.get(comment.id, ()),
+            corrects=talk.corrects.get(comment.id, ()),
+            asks=comment.id in talk.asks,
+        )
         chunks.append(
             maker.make(
-                start, end, section=title, lang=detect_lang(piece), context=context[:CONTEXT_CHARS], meta=meta
+                start,
+                end,
+                section=title,
+                lang=detect_lang(piece),
+                context=context[:CONTEXT_CHARS],
+                origin=origin,
             )
         )
     return doc, chunks
+
+
+def _conversation(post_id: str, post_author: str, selftext: str, comments: list[_Comment]) -> Roles:
+    """Who corrects whom, with comments in the order they were written (the export's tree order
+    when it has no timestamps)."""
+    ordered = sorted(enumerate(comments), key=lambda ic: (ic[1].created_utc or 0.0, ic[0]))
+    turns = [Turn(post_id, post_author, selftext, "")]
+    turns += [Turn(c.id, c.author, c.body, c.parent_id.partition("_")[2]) for _, c in ordered]
+    return roles(turns)
 
 
 def _paragraph_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
@@ -131,7 +152,7 @@ def _paragraph_pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
         (start + m.start(), start + m.end())
         for m in re.finditer(r"\S(?:.*?\S)?(?=\n\s*\n|\Z)", text[start:end], re.S)
     ]
-    return pack_and_split(text, paragraphs, int(SPLITTER["article_max_chars"]))
+    return pack_and_split(text, paragraphs, INDEX.splitter.article_max_chars)
 
 
 def _read_export(data: Any) -> tuple[dict[str, Any], list[_Comment]]:
@@ -171,6 +192,7 @@ def _comment(data: dict[str, Any], depth: int) -> _Comment:
         body=html.unescape(str(data.get("body") or "")).strip(),
         score=_int(data.get("score")),
         created=_date(data.get("created_utc")),
+        created_utc=_float(data.get("created_utc")),
         permalink=str(data.get("permalink") or ""),
         parent_id=str(data.get("parent_id") or ""),
         depth=depth,
@@ -196,6 +218,13 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _date(value: Any) -> str | None:

@@ -1,9 +1,14 @@
-"""The two small models the answerer reads, and where their fitted coefficients live.
+"""The two small models the answerer reads, their features, and where their fitted coefficients live.
 
-A sentence ranker (is this sentence the answer?) and a confidence model (does the material cover
-this question at all?), plus the abstention threshold. ``kbq eval --calibrate`` fits them on the
-golden set and stores them in ``kb/calibration.json``, one entry per embedder set: cosines and
-fused scores differ between embedders, so a calibration fitted for one does not carry over.
+A sentence ranker (is this sentence the answer?) and a confidence model (does the material cover this
+question?), plus the abstention threshold. Each model's features are one frozen dataclass here: its
+fields are the feature names, the answerer fills every one, and a calibration whose coefficients name
+other features is refused with a message instead of silently weighing a feature 0.
+
+``kbq eval --calibrate`` fits them on the golden ``tune`` split and stores them in
+``kb/calibration.json``, one entry per embedder set (cosines and fused scores differ between embedders),
+with its provenance: the commit, a hash of the questions, a hash of the question-time constants it was
+fitted under (kb.tuning.answer_digest) and its cross-validated figures.
 """
 
 from __future__ import annotations
@@ -13,88 +18,166 @@ import logging
 import math
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
+from typing import Any, ClassVar
+
+from kb.tuning import answer_digest
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
-SENTENCE_FEATURES = (
-    "dense",
-    "coverage",
-    "names",
-    "chunk_coverage",
-    "fused",
-    "inverse_rank",
-    "same_lang",
-    "official",
-    "lead",
-    "question_match",
-    "reply",
-)
-ANSWER_FEATURES = ("ranker", "dense", "unknown", "missing_name")
+
+
+@dataclass(frozen=True)
+class SentenceFeatures:
+    """What the ranker reads about one candidate sentence."""
+
+    dense: float  # the sentence's cosine to the question, weighted over embedders for the language pair
+    coverage: float  # share of the question's terms in the sentence
+    names: float  # share of the things the question names that the sentence (or its heading) mentions
+    chunk_coverage: float  # share of the question's terms in the sentence's passage
+    fused: float  # the passage's fused retrieval score
+    inverse_rank: float  # 1 / the passage's retrieval rank
+    same_lang: float  # the sentence is in the answer's language
+    official: float  # FAQ or article, not a thread comment
+    lead: float  # the first quotable sentence of its passage
+    question_match: float  # the passage's best sentence cosine
+    reply: float  # a thread reply: share of the question's terms in the comment it replies to
+
+    def vector(self) -> tuple[float, ...]:
+        return astuple(self)
+
+
+@dataclass(frozen=True)
+class AnswerFeatures:
+    """What the confidence model reads about the question and the sentences chosen to answer it."""
+
+    ranker: float  # the best sentence's ranker score
+    dense: float  # the best candidate cosine
+    unknown: float  # share of the question's terms that appear nowhere in the corpus
+    missing_name: float  # the question names something the corpus never mentions
+    unmatched_name: float  # share of the question's names that no chosen sentence (or heading) mentions
+    coverage: float  # share of the question's terms that the chosen sentences (and headings) hold
+    wants_number_unmet: (
+        float  # the question asks how much / how many / when, and no chosen sentence has a digit
+    )
+    across: float  # the best sentence is in the other language than the question's
+
+    def vector(self) -> tuple[float, ...]:
+        return astuple(self)
+
+
+def names_of(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+SENTENCE_FEATURES = names_of(SentenceFeatures)
+ANSWER_FEATURES = names_of(AnswerFeatures)
+
+
+class CalibrationError(ValueError):
+    """A stored calibration does not fit the features this kbq computes."""
 
 
 @dataclass(frozen=True)
 class Logistic:
+    """``sigmoid(bias + coef · features)``; ``coef`` names exactly the features of ``names``."""
+
     coef: Mapping[str, float]
     bias: float
+    names: tuple[str, ...] = ()
 
-    def __call__(self, features: Mapping[str, float]) -> float:
-        z = self.bias + sum(self.coef.get(k, 0.0) * v for k, v in features.items())
+    def __post_init__(self) -> None:
+        if self.names and set(self.coef) != set(self.names):
+            missing = sorted(set(self.names) - set(self.coef))
+            unknown = sorted(set(self.coef) - set(self.names))
+            raise CalibrationError(
+                f"coefficients do not match the features: missing {missing}, unknown {unknown}; "
+                "run `kbq eval --calibrate`"
+            )
+
+    def __call__(self, features: SentenceFeatures | AnswerFeatures) -> float:
+        names = self.names or names_of(type(features))
+        z = self.bias + sum(self.coef[k] * v for k, v in zip(names, features.vector(), strict=True))
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+_DEFAULT_RANKER = {
+    "dense": 4.0,
+    "coverage": 3.0,
+    "names": 1.0,
+    "chunk_coverage": 1.0,
+    "fused": 0.3,
+    "inverse_rank": 1.0,
+    "same_lang": 0.5,
+    "official": 0.8,
+    "lead": 0.5,
+    "question_match": 2.0,
+    "reply": 2.5,
+}
+_DEFAULT_CONFIDENCE = {
+    "ranker": 4.0,
+    "dense": 6.0,
+    "unknown": -2.0,
+    "missing_name": -4.0,
+    "unmatched_name": 0.0,
+    "coverage": 0.0,
+    "wants_number_unmet": 0.0,
+    "across": 0.0,
+}
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """The sentence ranker, the confidence model and the abstention threshold."""
+    """The sentence ranker, the confidence model, the abstention threshold, and where they came from."""
 
-    ranker: Logistic = field(
-        default_factory=lambda: Logistic(
-            {
-                "dense": 4.0,
-                "coverage": 3.0,
-                "names": 1.0,
-                "chunk_coverage": 1.0,
-                "fused": 0.3,
-                "inverse_rank": 1.0,
-                "same_lang": 0.5,
-                "official": 0.8,
-                "lead": 0.5,
-                "question_match": 2.0,
-                "reply": 2.5,
-            },
-            -7.0,
-        )
-    )
-    confidence: Logistic = field(
-        default_factory=lambda: Logistic(
-            {"ranker": 4.0, "dense": 6.0, "unknown": -2.0, "missing_name": -4.0}, -4.0
-        )
-    )
+    ranker: Logistic = field(default_factory=lambda: Logistic(_DEFAULT_RANKER, -7.0, SENTENCE_FEATURES))
+    confidence: Logistic = field(default_factory=lambda: Logistic(_DEFAULT_CONFIDENCE, -4.0, ANSWER_FEATURES))
     threshold: float = 0.5
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    MODELS: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = (
+        ("ranker", SENTENCE_FEATURES),
+        ("confidence", ANSWER_FEATURES),
+    )
 
     @classmethod
     def load(cls, models: Collection[str], path: Path = CALIBRATION_FILE) -> Calibration:
-        """The calibration fitted for this set of embedders (their scores and cosines differ),
-        or the built-in defaults when none was fitted."""
-        found = _read_calibrations(path).get(calibration_key(models))
-        if found is None:
+        """The calibration fitted for this set of embedders, or the built-in defaults when none was
+        fitted. Raises CalibrationError when the stored one names other features than these."""
+        entry = _read_entries(path).get(calibration_key(models))
+        if entry is None:
             log.warning("no calibration for embedders %s; using defaults", calibration_key(models))
             return cls()
+        found = cls.from_dict(entry)
+        fitted_under = found.provenance.get("tuning")
+        if fitted_under and fitted_under != answer_digest():
+            log.warning(
+                "the calibration for %s was fitted under other question-time constants (kb/tuning.py "
+                "changed since); refit it with `kbq eval --calibrate`",
+                calibration_key(models),
+            )
         return found
 
     @classmethod
     def from_dict(cls, entry: Mapping) -> Calibration:
-        models = [Logistic(dict(entry[k]["coef"]), float(entry[k]["bias"])) for k in ("ranker", "confidence")]
-        return cls(models[0], models[1], float(entry["threshold"]))
+        try:
+            ranker, confidence = (
+                Logistic(dict(entry[k]["coef"]), float(entry[k]["bias"]), names) for k, names in cls.MODELS
+            )
+            return cls(ranker, confidence, float(entry["threshold"]), dict(entry.get("provenance") or {}))
+        except (TypeError, KeyError) as exc:
+            raise CalibrationError(
+                f"malformed calibration entry ({exc}); run `kbq eval --calibrate`"
+            ) from None
 
     def save(self, models: Collection[str], path: Path = CALIBRATION_FILE) -> None:
         """Store this calibration for ``models``, keeping those of other embedder sets."""
-        entries = {key: c.to_dict() for key, c in _read_calibrations(path).items()}
+        entries = _read_entries(path)
         entries[calibration_key(models)] = self.to_dict()
         partial = path.with_suffix(".tmp")
-        partial.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        partial.write_text(json.dumps(entries, indent=1, sort_keys=True, ensure_ascii=False) + "\n", "utf-8")
         os.replace(partial, path)
 
     def to_dict(self) -> dict:
@@ -102,6 +185,7 @@ class Calibration:
             "ranker": {"coef": dict(self.ranker.coef), "bias": self.ranker.bias},
             "confidence": {"coef": dict(self.confidence.coef), "bias": self.confidence.bias},
             "threshold": self.threshold,
+            "provenance": dict(self.provenance),
         }
 
 
@@ -109,17 +193,11 @@ def calibration_key(models: Collection[str]) -> str:
     return "+".join(sorted(models))
 
 
-def _read_calibrations(path: Path) -> dict[str, Calibration]:
-    """Every well-formed entry of the calibration file; a broken file or entry is logged and skipped."""
+def _read_entries(path: Path) -> dict[str, Any]:
+    """The raw entries of the calibration file; an unreadable file is logged and treated as empty."""
     try:
         data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     except (OSError, ValueError) as exc:
         log.error("ignoring unreadable calibration file %s: %s", path, exc)
         return {}
-    entries = {}
-    for key, entry in data.items() if isinstance(data, dict) else []:
-        try:
-            entries[key] = Calibration.from_dict(entry)
-        except (TypeError, KeyError, ValueError):
-            log.error("ignoring malformed calibration for %s in %s", key, path)
-    return entries
+    return data if isinstance(data, dict) else {}

@@ -1,4 +1,6 @@
-"""One settings object, read from KB_* (and SLACK_*) environment variables once and passed down."""
+"""One settings object, read from KB_* (and KBQ_*, SLACK_*) environment variables once and passed down.
+
+Every variable is listed in the README's configuration table; tests/test_env_documented.py checks it."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_MODEL = "use+minilm"
+MAX_QUESTION_CHARS = 2000  # the default question length limit (KB_MAX_QUESTION_CHARS)
 
 
 @dataclass(frozen=True)
@@ -16,9 +19,10 @@ class Settings:
     corpus_dir: Path = Path("corpus")
     embed_model: str = DEFAULT_MODEL
     api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()  # open the maintainers' insights pages; never the same as api_keys
     cors_origins: tuple[str, ...] = ()
     rate_limit_per_minute: int = 60
-    max_question_chars: int = 2000
+    max_question_chars: int = MAX_QUESTION_CHARS
     max_body_bytes: int = 16_384
     widget_secret: str = ""
     slack_bot_token: str = ""
@@ -27,6 +31,9 @@ class Settings:
     slack_api_url: str = ""
     public_url: str = "http://127.0.0.1:8000"
     reload_interval: float = 2.0
+    log_level: str = "warning"
+    service_url: str = ""  # `kbq ask` asks this running service instead of a local index
+    service_api_key: str = ""  # the API key `kbq ask` sends to service_url
 
     @property
     def feedback_db(self) -> Path:
@@ -49,6 +56,7 @@ class Settings:
             corpus_dir=Path(env.get("KB_CORPUS_DIR", "corpus")),
             embed_model=env.get("KB_EMBED_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL,
             api_keys=items("KB_API_KEYS"),
+            admin_keys=items("KB_ADMIN_KEYS"),
             cors_origins=items("KB_CORS_ORIGINS"),
             rate_limit_per_minute=int(env.get("KB_RATE_LIMIT", "60") or 60),
             widget_secret=env.get("KB_WIDGET_SECRET", ""),
@@ -59,5 +67,9 @@ class Settings:
             public_url=env.get("KB_PUBLIC_URL", "http://127.0.0.1:8000"),
             max_body_bytes=int(env.get("KB_MAX_BODY_BYTES", "16384") or 16384),
             reload_interval=float(env.get("KB_RELOAD_INTERVAL", "2.0") or 2.0),
+            max_question_chars=int(env.get("KB_MAX_QUESTION_CHARS", "") or MAX_QUESTION_CHARS),
+            log_level=env.get("KB_LOG_LEVEL", "") or "warning",
+            service_url=env.get("KBQ_URL", ""),
+            service_api_key=env.get("KBQ_API_KEY", ""),
         )
         return replace(settings, **overrides)  # type: ignore[arg-type]

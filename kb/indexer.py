@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
-import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -23,9 +22,9 @@ import numpy as np
 
 from kb.dense import DenseIndex
 from kb.embed import Embedder
+from kb.fsutil import install_link
 from kb.lexical import Bm25Index
 from kb.store import (
-    LEXICAL,
     IndexUnavailable,
     LoadedIndex,
     build_settings,
@@ -35,6 +34,7 @@ from kb.store import (
     load_index,
 )
 from kb.text import sentence_spans
+from kb.tuning import INDEX
 from kb.types import Chunk, Document
 
 KEEP_VERSIONS = 3
@@ -75,7 +75,7 @@ def update_index(
     index_dir: Path,
     sources: list[SourceRecord],
     embedders: list[Embedder],
-    splitter: dict,
+    parser_version: str = "",
     rebuild: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> UpdateReport:
@@ -84,7 +84,8 @@ def update_index(
     index_dir = Path(index_dir)
     report = UpdateReport()
     with _writer_lock(index_dir):
-        previous = _previous(index_dir, embedders, splitter, rebuild, report)
+        settings = build_settings(embedders, parser_version)
+        previous = _previous(index_dir, settings, rebuild, report)
         docs: list[_Doc] = []
         for i, source in enumerate(sources):
             old = previous.get(source.doc_id)
@@ -99,7 +100,7 @@ def update_index(
                     if old is not None:
                         docs.append(old)
                     continue
-                docs.append(_embed(document, chunks, source.digest, embedders, splitter))
+                docs.append(_embed(document, chunks, source.digest, embedders))
                 report.embedded_chunks += len(chunks)
                 (report.changed if old is not None else report.added).append(source.doc_id)
             if progress:
@@ -109,13 +110,11 @@ def update_index(
         if previous and not (report.added or report.changed or report.removed) and not report.rebuilt:
             report.version = current_version(index_dir) or ""
             return report
-        report.version = _write(index_dir, docs, embedders, splitter)
+        report.version = _write(index_dir, docs, embedders, settings)
     return report
 
 
-def _previous(
-    index_dir: Path, embedders: list[Embedder], splitter: dict, rebuild: bool, report: UpdateReport
-) -> dict[str, _Doc]:
+def _previous(index_dir: Path, expected: dict, rebuild: bool, report: UpdateReport) -> dict[str, _Doc]:
     if not (index_dir / "manifest.json").exists():
         return {}
     if rebuild:
@@ -126,7 +125,6 @@ def _previous(
     except IndexUnavailable as exc:
         report.rebuilt = f"previous index unreadable ({exc})"
         return {}
-    expected = build_settings(embedders, splitter)
     for key, value in expected.items():
         if loaded.manifest.get(key) != value:
             report.rebuilt = f"{key} changed"
@@ -163,17 +161,24 @@ def _split_by_document(loaded: LoadedIndex) -> dict[str, _Doc]:
 def answer_units(text: str, chunk: Chunk, comment_chars: int) -> list[tuple[int, int]]:
     """The spans the answerer may quote from a chunk: its sentences, or the whole of a short thread
     reply, whose sentences lean on each other ("Just set `--sriov-net-support simple`. That's
-    enhanced networking.": the second sentence alone says nothing)."""
+    enhanced networking.": the second sentence alone says nothing). Lines a comment quotes with ``>``
+    are someone else's words (often the claim it corrects) and are never quoted as its own."""
     spans = sentence_spans(text, chunk.start, chunk.end)
+    if chunk.kind == "thread":
+        spans = [(a, b) for a, b in spans if not _quoted_line(text, a)]
     if chunk.is_reply and len(spans) > 1 and spans[-1][1] - spans[0][0] <= comment_chars:
-        return [(spans[0][0], spans[-1][1])]
+        if not any(_quoted_line(text, i) for i in range(spans[0][0], spans[-1][1]) if text[i] == ">"):
+            return [(spans[0][0], spans[-1][1])]
     return spans
 
 
-def _embed(
-    document: Document, chunks: list[Chunk], digest: str, embedders: list[Embedder], splitter: dict
-) -> _Doc:
-    comment_chars = int(splitter.get("comment_unit_chars", 0))
+def _quoted_line(text: str, pos: int) -> bool:
+    line = text.rfind("\n", 0, pos) + 1
+    return text[line:pos + 1].lstrip().startswith(">")
+
+
+def _embed(document: Document, chunks: list[Chunk], digest: str, embedders: list[Embedder]) -> _Doc:
+    comment_chars = INDEX.splitter.comment_unit_chars
     spans = [
         (i, a, b) for i, c in enumerate(chunks) for a, b in answer_units(document.text, c, comment_chars)
     ]
@@ -184,7 +189,7 @@ def _embed(
     return _Doc(document, chunks, vectors, spans, sentence_vectors, digest)
 
 
-def _write(index_dir: Path, docs: list[_Doc], embedders: list[Embedder], splitter: dict) -> str:
+def _write(index_dir: Path, docs: list[_Doc], embedders: list[Embedder], settings: dict) -> str:
     docs = sorted(docs, key=lambda d: d.document.doc_id)
     version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     versions = _versions_dir(index_dir)
@@ -219,12 +224,12 @@ def _write(index_dir: Path, docs: list[_Doc], embedders: list[Embedder], splitte
         np.save(tmp / f"sentences-{file_slug(mid)}.npy", sent.reshape(-1, e.dim).astype(np.float32))
     Bm25Index.build(
         [indexed_text(c) for c in chunks],
-        cjk=str(LEXICAL["cjk"]),
-        k1=float(LEXICAL["k1"]),
-        b=float(LEXICAL["b"]),
+        cjk=INDEX.lexical.cjk,
+        k1=INDEX.lexical.k1,
+        b=INDEX.lexical.b,
     ).save(tmp)
     manifest = {
-        **build_settings(embedders, splitter),
+        **settings,
         "version": version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "documents": {
@@ -236,21 +241,14 @@ def _write(index_dir: Path, docs: list[_Doc], embedders: list[Embedder], splitte
     (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     final = versions / version
     tmp.rename(final)
-    _swap(index_dir, final)
+    # a plain folder from elsewhere in the way is set aside among the versions
+    install_link(index_dir, final, set_aside=versions / f"adopted-{secrets.token_hex(3)}")
     _prune(versions, keep=final)
     return version
 
 
 def _versions_dir(index_dir: Path) -> Path:
     return index_dir.parent / f"{index_dir.name}.versions"
-
-
-def _swap(index_dir: Path, target: Path) -> None:
-    if index_dir.exists() and not index_dir.is_symlink():  # a plain folder from elsewhere: set it aside
-        index_dir.rename(_versions_dir(index_dir) / f"adopted-{secrets.token_hex(3)}")
-    link = index_dir.parent / f".{index_dir.name}.link-{secrets.token_hex(3)}"
-    link.symlink_to(os.path.relpath(target, index_dir.parent))
-    os.replace(link, index_dir)
 
 
 def _prune(versions: Path, keep: Path) -> None:

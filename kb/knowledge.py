@@ -33,12 +33,14 @@ def embedders_for(settings: Settings) -> list[Embedder]:
 def build_index(
     settings: Settings,
     sources: list[SourceRecord],
-    splitter: dict,
+    parser_version: str,
     rebuild: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> UpdateReport:
     """Incrementally (re)build the index folder named by ``settings.index_dir``."""
-    return update_index(settings.index_dir, sources, embedders_for(settings), splitter, rebuild, progress)
+    return update_index(
+        settings.index_dir, sources, embedders_for(settings), parser_version, rebuild, progress
+    )
 
 
 class KnowledgeBase:
@@ -62,7 +64,8 @@ class KnowledgeBase:
         index = load_index(self.settings.index_dir, names)
         embedders = {name: load_embedder(name, self.settings.model_cache_dir) for name in names}
         retriever = Retriever(index, embedders, self._weights)
-        return _State(index, retriever, Answerer(retriever, self._calibration))
+        answerer = Answerer(retriever, self._calibration, self.settings.max_question_chars)
+        return _State(index, retriever, answerer)
 
     @property
     def index(self) -> LoadedIndex:
@@ -92,9 +95,14 @@ class KnowledgeBase:
         return True
 
     def ask(
-        self, question: str, kinds: Collection[str] | None = None, langs: Collection[str] | None = None
+        self,
+        question: str,
+        kinds: Collection[str] | None = None,
+        langs: Collection[str] | None = None,
+        lang: str | None = None,
     ) -> Answer:
-        return self._state.answerer.answer(question, kinds=kinds, langs=langs)
+        """Answer ``question`` in ``lang`` ('en' or 'zh'; by default the question's own language)."""
+        return self._state.answerer.answer(question, kinds=kinds, langs=langs, lang=lang)
 
     def search(
         self,
@@ -103,7 +111,9 @@ class KnowledgeBase:
         kinds: Collection[str] | None = None,
         langs: Collection[str] | None = None,
     ) -> list[Hit]:
-        return self._state.retriever.search(check_question(query), k=k, kinds=kinds, langs=langs)
+        return self._state.retriever.search(
+            check_question(query, self.settings.max_question_chars), k=k, kinds=kinds, langs=langs
+        )
 
     def documents(self) -> list[Document]:
         return sorted(self._state.index.documents.values(), key=lambda d: d.doc_id)

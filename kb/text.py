@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from kb.tuning import INDEX
+
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 # A Chinese sentence ends at 。！？； (full or half width) plus any closing quote or bracket.
@@ -24,10 +26,7 @@ _LIST_ITEM = re.compile(r"[ \t]*(?:[-*+·•]|\d{1,3}[.)])[ \t]+")
 _TABLE_ROW = re.compile(r"[ \t]*\|")
 # A list of short items, or a small table, is one unit with the line that introduces it: "Reported
 # breakages include:" and its items answer "which tools broke?" together, and a table row alone
-# ("| c4.large | 500 Mbps | 62.5 MB/s |") means nothing without its header.
-LIST_UNIT_CHARS = 500
-LIST_ITEM_CHARS = 120
-TABLE_UNIT_CHARS = 1200
+# ("| c4.large | 500 Mbps | 62.5 MB/s |") means nothing without its header. Limits: INDEX.text.
 _TOKEN = re.compile(r"[a-z0-9]+(?:[._/:-][a-z0-9]+)*")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
@@ -46,7 +45,7 @@ def cjk_ratio(text: str) -> float:
 
 def detect_lang(text: str) -> str:
     """'zh' when Chinese characters make up a real share of the letters, else 'en'."""
-    return "zh" if cjk_ratio(text) >= 0.15 else "en"
+    return "zh" if cjk_ratio(text) >= INDEX.text.zh_share else "en"
 
 
 def _protected(text: str, start: int, end: int) -> list[tuple[int, int]]:
@@ -119,7 +118,7 @@ def _block_line(text: str, span: tuple[int, int]) -> tuple[str, int, int] | None
     line_end = len(text) if line_end < 0 else line_end
     if _TABLE_ROW.match(text, line):
         return "table", line, line_end
-    if _LIST_ITEM.match(text, line) and line_end - line <= LIST_ITEM_CHARS:
+    if _LIST_ITEM.match(text, line) and line_end - line <= INDEX.text.list_item_chars:
         return "list", line, line_end
     return None
 
@@ -138,7 +137,7 @@ def _join_blocks(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int
         while j < len(spans) and (line := _block_line(text, spans[j])) and line[0] == kind:
             lines.add(line[1:])
             j += 1
-        limit = TABLE_UNIT_CHARS if kind == "table" else LIST_UNIT_CHARS
+        limit = INDEX.text.table_unit_chars if kind == "table" else INDEX.text.list_unit_chars
         if len(lines) < 2 or spans[j - 1][1] - spans[i][0] > limit:
             out.extend(spans[i : max(j, i + 1)])
             i = max(j, i + 1)

@@ -28,6 +28,36 @@ class Document:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where a chunk's words come from, beyond its document: the FAQ entry's source line and entry key
+    (shared by the entry's twin in the other language), or a thread comment's place in the conversation."""
+
+    url: str | None = None  # the entry's source, or the comment's permalink
+    author: str | None = None
+    date: str | None = None
+    source_line: str = ""  # an FAQ entry's "Source:" line
+    entry_key: str = ""  # an FAQ entry's key, the same in both languages
+    comment_id: str = ""  # a thread comment's id ("" for the post)
+    parent_id: str = ""  # the fullname it replies to ("t1_…" a comment, "t3_…" the post)
+    parent_author: str = ""
+    score: int = 0
+    depth: int = -1  # -1 for the post
+    disputed_by: tuple[str, ...] = ()  # ids of later comments that correct or dispute this one
+    corrects: tuple[str, ...] = ()  # ids of earlier comments whose claim this one corrects
+    asks: bool = False  # the comment is a question, not an answer
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Provenance:
+        return cls(
+            **{
+                **data,
+                "disputed_by": tuple(data.get("disputed_by", ())),
+                "corrects": tuple(data.get("corrects", ())),
+            }
+        )
+
+
+@dataclass(frozen=True)
 class Chunk:
     """A span of a document's canonical text: ``document.text[start:end] == text``.
 
@@ -45,19 +75,19 @@ class Chunk:
     lang: str
     section: str = ""
     context: str = ""
-    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    origin: Provenance = field(default_factory=Provenance, hash=False, compare=False)
 
     @property
     def is_reply(self) -> bool:
         """A thread comment, whose context is the comment or post it replies to."""
-        return self.kind == "thread" and bool((self.meta or {}).get("parent_id"))
+        return self.kind == "thread" and bool(self.origin.parent_id)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Chunk:
-        return cls(**data)
+        return cls(**{**data, "origin": Provenance.from_dict(data.get("origin") or {})})
 
 
 def chunk_id_for(doc_id: str, text: str, occurrence: int = 0) -> str:
@@ -96,6 +126,10 @@ class Citation:
     end: int
     score: float
     community: bool = False
+    # "official" (FAQ, article), "community" (a thread comment) or "correction" (a comment that corrects
+    # an earlier claim, which ``corrects`` names without quoting it: a corrected claim is never shown)
+    label: str = "official"
+    corrects: dict[str, str | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +143,8 @@ class Answer:
     abstained: bool
     confidence: float
     citations: tuple[Citation, ...] = ()
+    lang: str = "en"  # the language the answer is written in
+
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -125,4 +161,5 @@ class Answer:
             abstained=data["abstained"],
             confidence=data["confidence"],
             citations=citations,
+            lang=data.get("lang", "en"),
         )

@@ -62,3 +62,22 @@ def test_every_coverage_entry_names_a_real_faq_question(coverage):
     }
     unknown = sorted({e for entries in coverage.values() for e in entries} - questions)
     assert not unknown, unknown
+
+
+def test_every_faq_entry_has_a_keyed_twin_in_the_other_language():
+    """An FAQ page and its twin (``x.en`` / ``x.zh``) hold the same entry keys, so the answerer always
+    finds an entry's counterpart in the asker's language."""
+    keys: dict[str, dict[str, set[str]]] = {}
+    for parsed in load_corpus(CORPUS).parsed:
+        if parsed.document.kind != "faq":
+            continue
+        page, _, lang = parsed.document.doc_id.rpartition(".")
+        entries = {c.section: c.origin.entry_key for c in parsed.chunks if c.section}
+        unkeyed = sorted(q for q, key in entries.items() if not key)
+        assert not unkeyed, f"{parsed.document.doc_id}: entries without a key: {unkeyed}"
+        keys.setdefault(page, {})[lang] = set(entries.values())
+    assert keys
+    for page, by_lang in keys.items():
+        assert set(by_lang) == {"en", "zh"}, f"{page} lacks a language: {sorted(by_lang)}"
+        only_en, only_zh = by_lang["en"] - by_lang["zh"], by_lang["zh"] - by_lang["en"]
+        assert not only_en and not only_zh, f"{page}: no twin for {sorted(only_en | only_zh)}"

@@ -15,18 +15,11 @@ from evals import beir, embed_cache, public, report, scoring, signals
 from evals.metrics import ndcg_at
 from kb.dense import DenseIndex
 from kb.embed import MINILM_ID, USE_ID
+from kb.fusion import default_weights, normalise
 from kb.lexical import Bm25Index
-from kb.retrieve import (
-    DEFAULT_WEIGHTS,
-    LEXICAL,
-    PAIR_WEIGHTS,
-    Retriever,
-    Signals,
-    Weights,
-    centred,
-    default_weights,
-)
+from kb.retrieve import Retriever, Signals
 from kb.store import LoadedIndex, Sentences
+from kb.tuning import FUSION, LEXICAL, Weights
 
 EN_DOCS = {
     "e1": (
@@ -115,7 +108,7 @@ def test_ndcg_and_recall_on_known_rankings() -> None:
     assert scoring.ndcg(["x", "a"], {"a": 1}) == pytest.approx(1 / math.log2(3))
     two = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))  # relevant at ranks 1 and 3 of 2 relevant
     assert scoring.ndcg(["a", "x", "b"], {"a": 1, "b": 1}) == pytest.approx(two)
-    assert scoring.ndcg(["a", "x", "b"], {"a": 1, "b": 1}) == pytest.approx(ndcg_at([True, False, True], 2))
+    assert scoring.ndcg(["a", "x", "b"], {"a": 1, "b": 1}) == pytest.approx(ndcg_at([True, False, True], [1, 1]))
     assert scoring.ndcg([f"x{i}" for i in range(10)] + ["a"], {"a": 1}) == 0.0  # rank 11 is outside @10
     graded = (2 / math.log2(3) + 1 / math.log2(2)) / (2 + 1 / math.log2(3))  # linear gains, as pytrec_eval
     assert scoring.ndcg(["b", "a"], {"a": 2, "b": 1}) == pytest.approx(graded)
@@ -196,25 +189,25 @@ def assert_fused_like_kb(
 
 
 def test_fusion_is_kbs_fusion() -> None:
-    """With one embedder (kb's DEFAULT_WEIGHTS), the runner's fusion equals Retriever.fused row by row."""
+    """With one embedder (kb's FUSION.default_weights), the runner's fusion equals Retriever.fused row by row."""
     fakes = {"fake": FakeEmbedder("fake")}
     run, retriever, queries = mixed_index_run(fakes)
     assert len(run.chunked.chunks) > len(EN_DOCS) + len(ZH_DOCS)  # the long storage document was split
     assert {str(x) for x in run.chunked.langs} == {"en", "zh"}
-    assert retriever.weights is DEFAULT_WEIGHTS
-    lexical = run.raw["bm25"]
-    one_language = [np.ones(lexical.shape[1], dtype=bool)]
-    assert np.allclose(centred(lexical[0], one_language), scoring.zscore_rows(lexical[:1])[0], atol=1e-5)
-    assert_fused_like_kb(run, retriever, queries, fakes, DEFAULT_WEIGHTS)
+    assert retriever.weights is FUSION.default_weights
+    lexical = run.raw["bm25"][:1]
+    plain_z = (lexical - lexical.mean()) / lexical.std()
+    assert np.allclose(normalise(lexical, np.array(["en"] * lexical.shape[1])), plain_z, atol=1e-5)
+    assert_fused_like_kb(run, retriever, queries, fakes, FUSION.default_weights)
 
 
 def test_shipped_kbq_is_kbs_default_use_plus_minilm() -> None:
-    """``kbq`` weighs BM25, USE and MiniLM exactly as kb does with its default embedders (PAIR_WEIGHTS)."""
-    assert scoring.KBQ.weights is PAIR_WEIGHTS
+    """``kbq`` weighs BM25, USE and MiniLM exactly as kb does with its default embedders (FUSION.pair_weights)."""
+    assert scoring.KBQ.weights is FUSION.pair_weights
     assert scoring.KBQ.weights is default_weights([USE_ID, MINILM_ID])
     fakes = {"use": FakeEmbedder(USE_ID), "minilm": FakeEmbedder(MINILM_ID, salt="m")}
     run, retriever, queries = mixed_index_run(fakes)
-    assert retriever.weights is PAIR_WEIGHTS
+    assert retriever.weights is FUSION.pair_weights
     assert_fused_like_kb(run, retriever, queries, fakes, scoring.KBQ.weights)
     # benchmark signal names map to the keys kb.retrieve.signal_weight takes
     keys = [scoring.signal_key(s) for s in ("bm25", "bm25-jieba", "use-sent", "minilm")]
@@ -238,7 +231,7 @@ def test_kbq_signals_sentence_aware_and_only_what_weighs() -> None:
     ]
     assert scoring.kbq_signals(run(["en", "zh"], ["bm25", "use", "minilm", "minilm-sent"])) is None
     systems = scoring.systems_for(run(["en"], every))
-    assert systems["kbq-use-only"] == (["bm25", "use-sent"], DEFAULT_WEIGHTS)
+    assert systems["kbq-use-only"] == (["bm25", "use-sent"], FUSION.default_weights)
     assert "kbq" not in systems
 
 
@@ -314,7 +307,7 @@ def test_bench_is_never_inside_the_repo() -> None:
 
 
 def test_committed_results_shipped_meets_targets() -> None:
-    """The shipped configuration (``kbq``: BM25 + USE + MiniLM, PAIR_WEIGHTS) meets the issue's targets and
+    """The shipped configuration (``kbq``: BM25 + USE + MiniLM, FUSION.pair_weights) meets the issue's targets and
     beats both its lexical half and the previous default (``kbq-use-only``) everywhere."""
     path = report.RESULTS / "public.json"
     assert path.exists(), "run `python -m evals.public` to regenerate evals/results/public.json"

@@ -12,6 +12,7 @@ from ingest import load_corpus
 from ingest.article import parse_article
 from ingest.faq import parse_faq
 from ingest.threads import parse_thread
+from kb.types import Provenance
 
 
 def _comment(cid, body, author="someone", parent="t3_abc123", depth=0, replies=""):
@@ -84,7 +85,7 @@ def test_real_shaped_reddit_export_parses_with_quirks():
         "I concur & agree <3",
     ]
     deep = chunks[-1]
-    assert deep.meta["depth"] == 3 and deep.meta["parent_id"] == "t1_c3"
+    assert deep.origin.depth == 3 and deep.origin.parent_id == "t1_c3"
     assert deep.context == "Use `nvme id-ctrl -v /dev/nvme1n1 2>&1`." or deep.context.startswith("C5 & NVMe")
     assert chunks[1].context == "Root is /dev/nvme0n1 on c5.18xlarge."
     for c in chunks:
@@ -122,11 +123,9 @@ def test_bad_files_are_reported_and_good_ones_still_load(tmp_path):
     assert "Reddit" in reasons["threads/wrong.json"]
     assert "unsupported" in reasons["notes/readme.pdf"]
     good = corpus.parsed[0].chunks[0]
-    assert good.meta == {
-        "source_line": "X, https://x.test/a, 2017-11-06",
-        "url": "https://x.test/a",
-        "date": "2017-11-06",
-    }
+    assert good.origin == Provenance(
+        url="https://x.test/a", date="2017-11-06", source_line="X, https://x.test/a, 2017-11-06"
+    )
 
 
 def test_missing_corpus_folder_is_a_problem_not_a_crash(tmp_path):

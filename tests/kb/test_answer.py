@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 
 import pytest
 
-from kb.answer import ABSTAIN, COMMUNITY, InvalidQuestion, _join, verify
-from kb.calibration import Calibration
+from kb.answer import ABSTAIN, InvalidQuestion, verify
+from kb.calibration import Calibration, CalibrationError
+from kb.compose import join, label
+from kb.text import detect_lang
 
 QUESTIONS = [
     "Which regions have C5?",
@@ -64,7 +67,7 @@ def test_thread_sentences_are_labelled_as_community_reports(kb):
     always = replace(kb.answerer.calibration, threshold=0.0)
     answer = kb.answerer.finish(draft, always)
     assert not answer.abstained and all(c.community for c in answer.citations)
-    assert answer.answer.startswith(COMMUNITY["en"])
+    assert answer.answer.startswith(label("en", "thread", "en"))
 
 
 def test_official_source_wins_over_a_wrong_thread_claim(kb):
@@ -85,21 +88,21 @@ def test_official_sentences_lead_and_community_reports_follow(kb):
 def test_a_reply_to_a_comment_that_says_what_the_question_asks_is_its_answer(kb):
     question = "Would setting --sriov-net-support simple satisfy the c5 enhanced networking check?"
     draft = kb.answerer.draft(question, kinds=["thread"])
-    by_reply = {c.row: c.features["reply"] for c in draft.candidates}
+    by_reply = {c.row: c.features.reply for c in draft.candidates}
     rows = {c.row: kb.index.chunks[c.row] for c in draft.candidates}
     correction = next(r for r, ch in rows.items() if "--ena-support" in ch.text)
     assert by_reply[correction] > 0.5  # it replies to "Just set `--sriov-net-support simple`"
-    assert all(by_reply[r] == 0.0 for r, ch in rows.items() if not (ch.meta or {}).get("parent_id"))
+    assert all(by_reply[r] == 0.0 for r, ch in rows.items() if not ch.origin.parent_id)
     answer = kb.ask(question)
     assert not answer.abstained and "ena-support" in answer.answer
 
 
 def test_a_cited_block_stands_on_its_own_lines_between_sentences():
     table = "Limits:\n\n| Size | IOPS |\n| --- | --- |\n| c4.large | 4,000 | [1]"
-    assert _join(["First. [1]", "Second. [2]"], " ") == "First. [1] Second. [2]"
-    assert _join(["第一句。[1]", "第二句。[2]"], "") == "第一句。[1]第二句。[2]"
-    assert _join([table, "After. [2]"], " ") == f"{table}\n\nAfter. [2]"
-    assert _join(["Before. [1]", table], " ") == f"Before. [1]\n\n{table}"
+    assert join(["First. [1]", "Second. [2]"], " ") == "First. [1] Second. [2]"
+    assert join(["第一句。[1]", "第二句。[2]"], "") == "第一句。[1]第二句。[2]"
+    assert join([table, "After. [2]"], " ") == f"{table}\n\nAfter. [2]"
+    assert join(["Before. [1]", table], " ") == f"Before. [1]\n\n{table}"
 
 
 def test_sentences_of_one_passage_are_redundant_only_when_they_overlap(kb):
@@ -142,7 +145,17 @@ def test_calibration_is_kept_per_embedder_set_and_a_broken_file_falls_back(tmp_p
     path.write_text("{not json", encoding="utf-8")
     assert Calibration.load(["use", "minilm"], path) == Calibration()
     path.write_text('{"minilm+use": {"ranker": 1}}', encoding="utf-8")
-    assert Calibration.load(["use", "minilm"], path) == Calibration()
+    with pytest.raises(CalibrationError, match="malformed"):
+        Calibration.load(["use", "minilm"], path)
+
+
+def test_a_calibration_naming_other_features_is_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "calibration.json"
+    entry = Calibration().to_dict()
+    entry["ranker"]["coef"]["renamed_feature"] = entry["ranker"]["coef"].pop("dense")
+    path.write_text(json.dumps({"minilm+use": entry}), encoding="utf-8")
+    with pytest.raises(CalibrationError, match=r"missing \['dense'\], unknown \['renamed_feature'\]"):
+        Calibration.load(["use", "minilm"], path)
 
 
 @pytest.mark.parametrize("question", ["", "   ", "x" * 2001])
@@ -154,3 +167,62 @@ def test_empty_or_huge_question_is_a_clear_error(kb, question):
 def test_filters_restrict_sources_and_languages(kb):
     hits = kb.search("NVMe timeout", k=5, kinds=["faq"], langs=["zh"])
     assert hits and all(h.chunk.kind == "faq" and h.chunk.lang == "zh" for h in hits)
+
+
+@pytest.mark.parametrize(
+    ("question", "lang"),
+    [("why KVM over Xen", "en"), ("Which regions have C5?", "en"), ("哪些区域有 C5?", "zh"), ("C5 的 ENA 要怎么开", "zh")],
+)
+def test_the_answer_is_written_in_the_question_language(kb, question, lang):
+    answer = kb.ask(question)
+    assert not answer.abstained and answer.lang == lang
+    assert detect_lang(answer.answer) == lang
+    assert all(c.lang == lang for c in answer.citations), [c.quote for c in answer.citations]
+
+
+def test_the_request_can_name_the_answer_language(kb):
+    answer = kb.ask("why KVM over Xen", lang="zh")
+    assert not answer.abstained and answer.lang == "zh" and detect_lang(answer.answer) == "zh"
+
+
+def test_an_faq_sentence_in_the_other_language_is_replaced_by_its_twin(kb):
+    draft = kb.answerer.draft("C5 于哪天发布?", lang="en")
+    zh = next(c for c in draft.candidates if c.lang == "zh" and kb.index.chunks[c.row].origin.entry_key)
+    twin = kb.answerer.realiser.counterpart(zh, draft.candidates, "en")
+    assert twin is not None and twin.lang == "en"
+    original, replaced = kb.index.chunks[zh.row], kb.index.chunks[twin.row]
+    assert replaced.origin.entry_key == original.origin.entry_key and replaced.doc_id != original.doc_id
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "哪些区域有 C5?",
+        "C5 比 C4 便宜一半吗?",
+        "does nested virtualization just work on c5?",
+        "DescribeInstances 的 hypervisor 字段在 C5 上是不是变成 kvm 了?",
+        "can I hardcode nvme1n1 as the first attached volume?",
+    ],
+)
+def test_a_claim_a_later_reply_corrects_is_never_quoted(kb, question):
+    always = replace(kb.answerer.calibration, threshold=0.0)
+    answer = kb.answerer.finish(kb.answerer.draft(question), always)
+    disputed = [c for c in kb.index.chunks if c.origin.disputed_by or c.origin.asks]
+    assert disputed
+    for chunk in disputed:
+        assert chunk.text not in answer.answer
+    assert not any(kb.index.chunks[0] is None for _ in answer.citations)
+    cited = {c.chunk_id for c in answer.citations}
+    assert not cited & {c.chunk_id for c in disputed}
+
+
+def test_a_correction_cites_what_it_corrects_without_quoting_it(kb):
+    corrections = [c for c in kb.index.chunks if c.origin.corrects]
+    assert corrections
+    draft = kb.answerer.draft("Would setting --sriov-net-support simple satisfy the c5 check?", kinds=["thread"])
+    always = replace(kb.answerer.calibration, threshold=0.0)
+    answer = kb.answerer.finish(draft, always)
+    labelled = [c for c in answer.citations if c.label == "correction"]
+    assert labelled and labelled[0].corrects and labelled[0].corrects["url"]
+    corrected = next(c for c in kb.index.chunks if c.chunk_id == labelled[0].corrects["chunk_id"])
+    assert corrected.origin.disputed_by and corrected.text not in answer.answer

@@ -8,11 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from ingest.chunking import SPLITTER
+from ingest import PARSER_VERSION
 from kb.indexer import SourceRecord, answer_units, update_index
 from kb.knowledge import KnowledgeBase
 from kb.store import IndexUnavailable, current_version, load_index
-from kb.types import Chunk, Document
+from kb.tuning import INDEX
+from kb.types import Chunk, Document, Provenance
 from service.indexing import ingest
 
 NEW_ENTRY = "\n## Does kbq test incremental ingest?\n\nYes, this entry was added by a test.\n\nSource: kbq tests, 2026-11\n"
@@ -75,7 +76,7 @@ def _records(settings):
 
 
 def test_embedding_model_change_rebuilds_and_mismatch_is_one_clear_line(private_settings):
-    report = update_index(private_settings.index_dir, _records(private_settings), [FakeEmbedder()], SPLITTER)
+    report = update_index(private_settings.index_dir, _records(private_settings), [FakeEmbedder()], PARSER_VERSION)
     assert report.rebuilt == "embedders changed" and not report.unchanged
     with pytest.raises(IndexUnavailable, match="built with fake-hash-16 but KB_EMBED_MODEL asks for"):
         KnowledgeBase.open(private_settings)
@@ -89,7 +90,7 @@ def test_crash_mid_ingest_leaves_the_old_index_serving(private_settings):
 
     records = _records(private_settings)[:1] + [SourceRecord("faq/new", "x", explode)]
     with pytest.raises(KeyboardInterrupt):
-        update_index(private_settings.index_dir, records, [FakeEmbedder()], SPLITTER)
+        update_index(private_settings.index_dir, records, [FakeEmbedder()], PARSER_VERSION)
     assert current_version(private_settings.index_dir) == before
     assert KnowledgeBase.open(private_settings).search("regions", k=1)
 
@@ -112,8 +113,8 @@ def test_a_short_reply_is_one_answer_unit_and_anything_else_is_split_into_senten
     text = f"{short}\n\n{long}"
 
     def chunk(start: int, end: int, parent: str | None) -> Chunk:
-        meta = {"parent_id": parent} if parent else {}
-        return Chunk("c", "threads/x", "thread", text[start:end], start, end, "en", meta=meta)
+        origin = Provenance(parent_id=parent or "")
+        return Chunk("c", "threads/x", "thread", text[start:end], start, end, "en", origin=origin)
 
     reply = chunk(0, len(short), "t1_abc")
     assert answer_units(text, reply, 200) == [(0, len(short))]
@@ -126,7 +127,8 @@ def test_a_short_reply_is_one_answer_unit_and_anything_else_is_split_into_senten
 
 def test_manifest_records_model_splitter_and_document_hashes(indexed_settings):
     manifest = json.loads((indexed_settings.index_dir / "manifest.json").read_text())
-    assert manifest["embedders"][0]["id"] and manifest["splitter"] == SPLITTER
+    assert manifest["embedders"][0]["id"] and manifest["settings"] == INDEX.to_dict()
+    assert manifest["settings_hash"] == INDEX.digest(PARSER_VERSION)
     assert all(len(d["hash"]) == 64 for d in manifest["documents"].values())
 
 

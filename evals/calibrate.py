@@ -1,0 +1,121 @@
+"""Fitting the answerer's two models on the golden ``tune`` split, with the provenance stored beside them.
+
+``fit_calibration`` fits the sentence ranker (does this sentence state a must-contain fact of a relevant
+passage?), then the confidence model (does the material answer this question?), then the abstention
+threshold that best balances answer support with abstention precision and recall.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from evals.golden import Item, relevant_chunks
+from kb.calibration import ANSWER_FEATURES, SENTENCE_FEATURES, Calibration, Logistic
+from kb.knowledge import KnowledgeBase
+from kb.tuning import answer_digest
+
+FOLDS = 5
+L2 = 0.01  # by hand: light regularisation, the features are few and standardised
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float = L2) -> Logistic:
+    """Plain L2-regularised logistic regression on standardised features, returned in raw units."""
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    z = (x - mu) / sd
+    w, b = np.zeros(z.shape[1]), 0.0
+    for _ in range(4000):
+        p = 1 / (1 + np.exp(-(z @ w + b)))
+        w -= 0.2 * (z.T @ (p - y) / len(y) + l2 * w)
+        b -= 0.2 * float(np.mean(p - y))
+    coef = {f: round(float(w[i] / sd[i]), 5) for i, f in enumerate(names)}
+    return Logistic(coef, round(float(b - np.sum(w * mu / sd)), 5), names)
+
+
+def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Sequence], float]) -> Calibration:
+    """The confidence model learns answerability rather than "was this answer supported": an answerable
+    question answered from the wrong passage is a ranking error, and teaching the model to abstain on it
+    would only make it abstain on answerable questions. ``score`` rates the results of a threshold."""
+    from evals.runner import refinish  # the runner imports this module
+
+    index = kb.index
+    rows, labels = [], []
+    for r in results:
+        if not r.item.answerable:
+            continue
+        relevant = relevant_chunks(r.item, index.documents, index.chunks)
+        for cand in r.draft.candidates:
+            text = index.documents[index.chunks[cand.row].doc_id].text[cand.start : cand.end].casefold()
+            hit = any(alt.casefold() in text for group in r.item.must_contain for alt in group)
+            rows.append(cand.features.vector())
+            labels.append(float(hit and index.chunks[cand.row].chunk_id in relevant))
+    ranker = fit_logistic(np.array(rows), np.array(labels), SENTENCE_FEATURES)
+    draft_model = Calibration(ranker, Calibration().confidence, 0.0)
+    x = np.zeros((len(results), len(ANSWER_FEATURES)))
+    for i, r in enumerate(results):
+        features = kb.answerer.choose(r.draft, draft_model)[1]
+        if features is not None:
+            x[i] = features.vector()
+    confidence = fit_logistic(x, np.array([float(r.item.answerable) for r in results]), ANSWER_FEATURES)
+    best, best_score = 0.5, -math.inf
+    for threshold in np.linspace(0.05, 0.95, 37):  # 0.025 steps
+        s = score(refinish(kb, results, Calibration(ranker, confidence, float(threshold))))
+        if s > best_score + 1e-9:
+            best, best_score = float(threshold), s
+    return Calibration(ranker, confidence, round(best, 3))
+
+
+def cross_validated(
+    results: Sequence, kb: KnowledgeBase, score: Callable[[Sequence], float], folds: int = FOLDS
+) -> list:
+    """Every question answered under a calibration fitted without it (``folds``-fold), so the figures
+    show what calibration does for questions it has not seen."""
+    from evals.runner import refinish
+
+    out: list = []
+    for fold in range(folds):
+        held = [r for i, r in enumerate(results) if i % folds == fold]
+        fitted = fit_calibration([r for i, r in enumerate(results) if i % folds != fold], kb, score)
+        out.extend(refinish(kb, held, fitted))
+    return out
+
+
+def provenance(items: Sequence[Item], cv: dict[str, float]) -> dict[str, object]:
+    """Where a calibration came from: the commit, the questions, the constants, the cross-validated figures."""
+    questions = hashlib.sha256("\n".join(f"{i.id}\t{i.question}" for i in items).encode()).hexdigest()[:12]
+    return {
+        "commit": _commit(),
+        "fitted": dt.date.today().isoformat(),
+        "split": sorted({i.split for i in items}),
+        "questions": len(items),
+        "questions_sha": questions,
+        "tuning": answer_digest(),
+        "cross_validated": {k: round(v, 4) for k, v in cv.items() if not math.isnan(v)},
+    }
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"

@@ -1,0 +1,179 @@
+"""Candidate answer sentences and what the answerer's two models read about them.
+
+A candidate is a quotable unit (a sentence, a short list or table with its lead-in, a short reply) of one of
+the best retrieved passages. Thread comments that only ask, and comments whose claim a later reply corrects
+(ingest/conversation.py), are never candidates: a corrected claim must not reach a reader as an answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from kb.calibration import AnswerFeatures, SentenceFeatures
+from kb.fusion import signal_weight
+from kb.retrieve import Retriever, Signals
+from kb.text import detect_lang, tokenize
+from kb.tuning import ANSWERING, Answering
+from kb.types import OFFICIAL_KINDS, Chunk, Hit
+
+# Things a question names: words with a digit (c6i, p3.16xlarge, us-east-1), a capital (Graviton, vCPUs)
+# or code punctuation (board_asset_tag, net.ifnames). One the corpus never mentions is strong evidence the
+# material cannot answer; one a sentence contains is evidence the sentence is about the right thing.
+# ASCII only, so a name written against Chinese text ("KVM为什么比Xen好") stops at the first Chinese character.
+WORD = re.compile(r"(?<![\w.\-])-{0,2}[A-Za-z0-9][\w.\-]*", re.ASCII)
+# Questions that ask for a quantity, a price, a size or a date: answered only by a sentence with a digit.
+WANTS_NUMBER = re.compile(
+    r"\b(how (much|many|long|big|fast|old)|when|what (year|date|day|time)|price|cost|per hour|percent|"
+    r"maximum|minimum|limit)\b|\$|%|多少|几[个台天年月号]|哪[一]?天|哪年|何时|什么时候|多久|价格|多大|多快|上限|最大|最多",
+    re.I,
+)
+NOT_ANSWERS = ("?", "\uff1f", ":", "\uff1a")  # questions, and lead-ins to a list or code block
+
+
+def _is_name(word: str) -> bool:
+    return any(ch.isdigit() or ch.isupper() for ch in word) or "_" in word or "." in word
+
+
+def named_terms(question: str) -> list[str]:
+    """The index term of each thing the question names; a capitalised first word is not a name."""
+    out = []
+    for match in WORD.finditer(question):
+        word = match.group().rstrip(".-")
+        first = not question[: match.start()].strip()
+        if _is_name(word) and not (first and not any(ch.isdigit() for ch in word)):
+            out.extend(tokenize(word)[:1])  # a compound such as c5.18xlarge is its first token
+    return out
+
+
+def mentions(name: str, terms: Collection[str]) -> bool:
+    """``terms`` hold the name, alone or inside a longer compound (``board_asset_tag`` in a path)."""
+    return name in terms or any(name in term for term in terms)
+
+
+def quotable(chunk: Chunk) -> bool:
+    """A passage the answer may quote: official, or a comment that states something nobody corrected."""
+    return chunk.kind in OFFICIAL_KINDS or not (chunk.origin.disputed_by or chunk.origin.asks)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    sid: int  # sentence row
+    row: int  # chunk row
+    start: int
+    end: int
+    official: bool
+    lang: str
+    features: SentenceFeatures
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Everything decided before the models: retrieval hits and featurised candidate sentences."""
+
+    question: str
+    lang: str  # the answer's language
+    hits: list[Hit]
+    candidates: list[Candidate]
+    unknown: float = 0.0  # share of the question's terms that appear nowhere in the corpus
+    missing_name: float = 0.0  # 1.0 when the question names something the corpus never mentions
+
+
+class Featuriser:
+    """Turns retrieved passages into candidate sentences with the ranker's features."""
+
+    def __init__(
+        self, retriever: Retriever, sentences_by_row: dict[int, list[int]], answering: Answering = ANSWERING
+    ) -> None:
+        self.retriever = retriever
+        self.answering = answering
+        self.sentences_by_row = sentences_by_row
+
+    def candidates(self, question: str, signals: Signals, hits: list[Hit], answer_lang: str) -> list[Candidate]:
+        index = self.retriever.index
+        lexical = index.lexical
+        q_terms = set(tokenize(question))
+        names = named_terms(question)
+        out = []
+        for hit in [h for h in hits if quotable(h.chunk)][: self.answering.candidate_chunks]:
+            doc = index.documents[hit.chunk.doc_id]
+            sids = self.sentences_by_row.get(hit.row, [])
+            sims = self.similarity(signals, hit.chunk.lang, sids)
+            question_match = max(sims.values(), default=0.0)
+            chunk_coverage = lexical.coverage(q_terms, set(tokenize(hit.chunk.context + " " + hit.chunk.text)))
+            # what an official passage's heading names (an FAQ question's "C4", the article's site)
+            # its sentences are about, even when they do not repeat it
+            heading = set(tokenize(hit.chunk.context)) if hit.chunk.kind in OFFICIAL_KINDS else set()
+            # a thread comment answers the comment or post it replies to, which rides along as its
+            # context: a reply to a comment that says what the question asks is likely its answer
+            reply = lexical.coverage(q_terms, set(tokenize(hit.chunk.context))) if hit.chunk.is_reply else 0.0
+            lead = True
+            for i in sids:
+                start, end = int(index.sentences.start[i]), int(index.sentences.end[i])
+                text = doc.text[start:end]
+                if len(text) < self.answering.min_sentence_chars or text.endswith(NOT_ANSWERS):
+                    continue
+                lang = detect_lang(text) if hit.chunk.kind == "thread" else hit.chunk.lang
+                terms = set(tokenize(text))
+                features = SentenceFeatures(
+                    dense=sims[i],
+                    coverage=lexical.coverage(q_terms, terms),
+                    names=sum(mentions(n, terms | heading) for n in names) / len(names) if names else 0.0,
+                    chunk_coverage=chunk_coverage,
+                    fused=hit.score,
+                    inverse_rank=1.0 / hit.rank,
+                    same_lang=float(lang == answer_lang),
+                    official=float(hit.chunk.kind in OFFICIAL_KINDS),
+                    lead=float(lead),
+                    question_match=question_match,
+                    reply=reply,
+                )
+                lead = False
+                out.append(Candidate(i, hit.row, start, end, hit.chunk.kind in OFFICIAL_KINDS, lang, features))
+        return out
+
+    def similarity(self, signals: Signals, passage_lang: str, sids: Sequence[int]) -> dict[int, float]:
+        """Each sentence's cosine to the question, averaged over the embedders with the weights
+        retrieval gives them for this language pair (for an English question over English text USE
+        is the weaker signal). Across languages only multilingual embedders count: MiniLM's cosine
+        between a Chinese question and an English sentence is noise (golden-set support +0.8 points)."""
+        sims = signals.sentence_sims
+        across = signals.query_lang != passage_lang
+        weights = {
+            m: signal_weight(self.retriever.weights, signals.query_lang, passage_lang, m)
+            if self.retriever.embedders[m].multilingual or not across
+            else 0.0
+            for m in sims
+        }
+        total = sum(weights.values())
+        if total <= 0:
+            weights, total = dict.fromkeys(sims, 1.0), float(len(sims) or 1)
+        return {i: sum(w * float(sims[m][i]) for m, w in weights.items()) / total for i in sids}
+
+    def answer_features(
+        self, draft: Draft, chosen: Sequence[Candidate], best_score: float, best: Candidate
+    ) -> AnswerFeatures:
+        """What the chosen sentences say about what the question asks: its names, its terms, a number."""
+        index = self.retriever.index
+        said: set[str] = set()
+        has_digit = False
+        for cand in chosen:
+            chunk = index.chunks[cand.row]
+            text = index.documents[chunk.doc_id].text[cand.start : cand.end]
+            said |= set(tokenize(text))
+            if chunk.kind in OFFICIAL_KINDS:
+                said |= set(tokenize(chunk.context or chunk.section))
+            has_digit = has_digit or any(ch.isdigit() for ch in text)
+        names = named_terms(draft.question)
+        q_terms = set(tokenize(draft.question))
+        return AnswerFeatures(
+            ranker=best_score,
+            dense=max(c.features.dense for c in draft.candidates),
+            unknown=draft.unknown,
+            missing_name=draft.missing_name,
+            unmatched_name=sum(not mentions(n, said) for n in names) / len(names) if names else 0.0,
+            coverage=index.lexical.coverage(q_terms, said),
+            wants_number_unmet=float(bool(WANTS_NUMBER.search(draft.question)) and not has_digit),
+            across=float(best.lang != draft.lang),
+        )

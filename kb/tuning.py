@@ -1,0 +1,230 @@
+"""Every hand-set number kb reads, in one place: each with why it has its value and how it was chosen.
+
+``how`` is one of ``grid`` (searched over a grid by the command named), ``fitted`` (learned by
+``kbq eval --calibrate``; those live in ``kb/calibration.json``, not here) or ``by hand`` (chosen by eye,
+with the reason). ``kbq eval --tune`` re-derives the ``grid`` numbers of the answer path on the golden
+``tune`` split; ``python -m evals.public`` the public-benchmark fusion weights.
+
+Two groups: what shapes the index (``INDEX``: changing it rebuilds the index, its digest is in the
+manifest) and what shapes the answer at question time (``FUSION``, ``ANSWERING``: their digest is recorded
+with every calibration, which warns when they changed after it was fitted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+LEXICAL = "lexical"  # the BM25 signal's name in a weight table
+DENSE = "dense"  # the weight of any embedder a weight table does not name
+Weights = Mapping[tuple[str, str], Mapping[str, float]]
+
+
+def tuned(value: Any, how: str, why: str) -> Any:
+    """A dataclass field whose provenance is part of its definition."""
+    assert how in ("grid", "fitted", "by hand"), how
+    if isinstance(value, dict):
+        return field(default_factory=lambda: dict(value), metadata={"how": how, "why": why})
+    return field(default=value, metadata={"how": how, "why": why})
+
+
+# ---------------------------------------------------------------- question time
+
+# USE + MiniLM, the default: each embedder where it is strong. MiniLM carries English → English and USE
+# (multilingual) everything that crosses languages; Chinese → Chinese fuses all three.
+_PAIR_WEIGHTS = {
+    ("en", "en"): {LEXICAL: 0.5, "use": 0.0, "minilm": 1.5},
+    ("en", "zh"): {LEXICAL: 0.3, "use": 3.0, "minilm": 0.3},
+    ("zh", "zh"): {LEXICAL: 0.75, "use": 1.0, "minilm": 0.75},
+    ("zh", "en"): {LEXICAL: 0.8, "use": 1.6, "minilm": 0.8},
+}
+_DEFAULT_WEIGHTS = {
+    ("en", "en"): {LEXICAL: 1.0, DENSE: 1.0},
+    ("en", "zh"): {LEXICAL: 1.0, DENSE: 2.5},
+    ("zh", "zh"): {LEXICAL: 1.0, DENSE: 1.0},
+    ("zh", "en"): {LEXICAL: 1.0, DENSE: 2.5},
+}
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How retrieval sums its signals (kb/fusion.py)."""
+
+    pair_weights: Weights = tuned(
+        _PAIR_WEIGHTS,
+        "grid",
+        "USE + MiniLM per (question, passage) language: en-en, en-zh, zh-zh on the public dev queries "
+        "(python -m evals.public: SciFact train, half of each XQuAD set); zh-en, which no public set "
+        "covers, on the golden tune split (kbq eval --tune)",
+    )
+    default_weights: Weights = tuned(
+        _DEFAULT_WEIGHTS,
+        "grid",
+        "any other embedder, or one alone: one dense weight, cross-language pairs weighted up (golden set)",
+    )
+    official_prior: float = tuned(
+        0.6,
+        "by hand",
+        "added to FAQ and article passages so the official source wins close calls (kbq eval --tune)",
+    )
+    chunk_share: float = tuned(
+        0.5,
+        "by hand",
+        "a passage's dense score mixes its own cosine with its best sentence's, so a key sentence matches "
+        "without the rest of the chunk diluting it (kbq eval --tune)",
+    )
+
+
+@dataclass(frozen=True)
+class Answering:
+    """How the extractive answerer picks and joins sentences (kb/answer.py)."""
+
+    search_k: int = tuned(
+        10, "by hand", "passages retrieved per question; the nearest are listed on abstention"
+    )
+    candidate_chunks: int = tuned(
+        5,
+        "by hand",
+        "passages whose sentences are scored; recall@5 is 0.96 on the golden set (kbq eval --tune)",
+    )
+    max_sentences: int = tuned(3, "by hand", "an answer is short: three sentences say what one passage says")
+    neighbour_share: float = tuned(
+        0.1,
+        "by hand",
+        "another sentence joins the best one only above this share of its score (kbq eval --tune)",
+    )
+    redundant: float = tuned(
+        0.75,
+        "grid",
+        "sentence cosine above which a sentence from another passage restates one already chosen; "
+        "0.85 -> 0.8 -> 0.75 measured on the golden set (kbq eval --tune)",
+    )
+    counterpart: float = tuned(
+        0.6,
+        "grid",
+        "multilingual sentence cosine at or above which a sentence in the asker's language says what a chosen "
+        "sentence in the other language says, so it replaces it (and a quote in the other language that close "
+        "to one already chosen is dropped as a restatement) (kbq eval --tune)",
+    )
+    other_lang_lead_only: bool = tuned(
+        True,
+        "grid",
+        "when the answer has sentences in the asker's language, a sentence in the other language (with no "
+        "counterpart) stays only if it is the best one (kbq eval --tune: language match against support)",
+    )
+    min_sentence_chars: int = tuned(6, "by hand", "shorter spans are list markers or headings, never answers")
+    nearest_on_abstain: int = tuned(3, "by hand", "passages listed for the reader to check on abstention")
+
+
+# ---------------------------------------------------------------- index time
+
+
+@dataclass(frozen=True)
+class Splitter:
+    """How ingest cuts documents into chunks and the indexer chunks into answer units."""
+
+    article_max_chars: int = tuned(
+        360, "by hand", "article chunk size: a paragraph or two of the InfoQ article"
+    )
+    faq_max_chars: int = tuned(1400, "by hand", "an FAQ entry stays one chunk unless it is very long")
+    overlap_sentences: int = tuned(1, "by hand", "a split keeps one sentence of the piece before as context")
+    comment_unit_chars: int = tuned(
+        200,
+        "grid",
+        "a thread reply this short is quoted whole, its sentences lean on each other: 150-200 best on the "
+        "golden set (5-fold support 0.892 -> 0.900); 250+ let long comments crowd out official sentences",
+    )
+
+
+@dataclass(frozen=True)
+class TextRules:
+    """Which runs of list items or table rows are one answer unit with their lead-in (kb/text.py)."""
+
+    list_unit_chars: int = tuned(500, "by hand", "a list longer than this is quoted item by item")
+    list_item_chars: int = tuned(120, "by hand", "a list item longer than this is a sentence of its own")
+    table_unit_chars: int = tuned(1200, "by hand", "a table longer than this is quoted row by row")
+    zh_share: float = tuned(
+        0.15,
+        "by hand",
+        "text is Chinese when Chinese characters are at least this share of its letters: a Chinese "
+        "question with English product names ('C5 的 ENA 要怎么开') stays Chinese",
+    )
+
+
+@dataclass(frozen=True)
+class LexicalSettings:
+    """The BM25 index (kb/lexical.py)."""
+
+    cjk: str = tuned(
+        "bigram", "grid", "Chinese as character bigrams beat jieba words on XQuAD zh (evals.public)"
+    )
+    k1: float = tuned(1.2, "by hand", "the usual BM25 default")
+    b: float = tuned(0.75, "by hand", "the usual BM25 default")
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    splitter: Splitter = field(default_factory=Splitter)
+    text: TextRules = field(default_factory=TextRules)
+    lexical: LexicalSettings = field(default_factory=LexicalSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **_plain(asdict(self)),
+            "text_rules": source_digest(Path(__file__).with_name("text.py")),
+        }
+
+    def digest(self, parser_version: str = "") -> str:
+        """Changes when any index setting, the text rules' code or the parsers' version changes."""
+        return _digest({**self.to_dict(), "parsers": parser_version})
+
+
+FUSION = Fusion()
+ANSWERING = Answering()
+INDEX = IndexSettings()
+
+
+def source_digest(*paths: Path) -> str:
+    """A version derived from the rules themselves: the code that applies them."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def answer_digest(fusion: Fusion = FUSION, answering: Answering = ANSWERING) -> str:
+    """The question-time constants a calibration was fitted under."""
+    return _digest({"fusion": _plain(asdict(fusion)), "answering": _plain(asdict(answering))})
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(name, value, how, why) of every tuned number, for ``kbq eval --tune`` and the docs."""
+    out = []
+    for prefix, obj in (("fusion", FUSION), ("answering", ANSWERING), *_index_parts()):
+        for f in fields(obj):
+            if f.metadata:
+                value = getattr(obj, f.name)
+                shown = (
+                    json.dumps(_plain(value), ensure_ascii=False) if isinstance(value, dict) else str(value)
+                )
+                out.append((f"{prefix}.{f.name}", shown, f.metadata["how"], f.metadata["why"]))
+    return out
+
+
+def _index_parts() -> list[tuple[str, Any]]:
+    return [(f"index.{f.name}", getattr(INDEX, f.name)) for f in fields(INDEX)]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able: weight tables keyed by 'question>passage' instead of tuples."""
+    if isinstance(value, Mapping):
+        return {(">".join(k) if isinstance(k, tuple) else k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
