@@ -101,21 +101,18 @@ def provenance(items: Sequence[Item], cv: dict[str, float]) -> dict[str, object]
 
 
 def _commit() -> str:
+    """The commit the calibration was fitted at, with ``+changes`` when tracked files differ from it."""
+    head, changes = _git("rev-parse", "--short", "HEAD"), _git("status", "--porcelain", "--untracked-files=no")
+    if head is None:
+        return "unknown"
+    return head + ("+changes" if changes else "")
+
+
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
+        done = subprocess.run(
+            ["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None

@@ -1,5 +1,6 @@
 """Walks a corpus folder, dispatches each file to the parser for its kind, and reports
-unreadable input as problems: one bad file never stops the others."""
+unreadable input as problems: one bad file never stops the others. Only regular files inside the folder
+are read (ingest/files.py); doc ids are safe URL path segments (ingest/ids.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 from ingest.article import parse_article
 from ingest.errors import IngestError
 from ingest.faq import parse_faq
+from ingest.files import Unreadable, read_inside, walk
+from ingest.ids import doc_id_for
 from ingest.threads import parse_thread
 from kb.types import Chunk, Document
 
-MAX_BYTES = 20 * 1024 * 1024
 Parser = Callable[[str, str], tuple[Document, list[Chunk]]]
 PARSERS: dict[str, Parser] = {"article": parse_article, "faq": parse_faq, "thread": parse_thread}
 _MARKDOWN = {".md", ".markdown"}
@@ -26,6 +28,7 @@ class SourceFile:
     doc_id: str
     kind: str
     digest: str
+    root: Path  # the corpus folder: the file is read only while it resolves inside it
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        # a file name may hold a newline or a terminal escape: shown escaped, on one line
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.path)
+        return f"{shown}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -66,32 +71,30 @@ def discover(root: Path) -> tuple[list[SourceFile], list[Problem]]:
     if not root.is_dir():
         return [], [Problem(str(root), "corpus folder does not exist")]
     sources, problems = [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path, skipped in walk(root):
         rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+        if skipped:
+            problems.append(Problem(rel.as_posix(), skipped))
             continue
         kind = kind_for(rel)
         if kind is None:
             problems.append(Problem(rel.as_posix(), f"unsupported file type '{path.suffix or '(none)'}'"))
             continue
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            problems.append(Problem(rel.as_posix(), f"cannot read: {exc.strerror}"))
+            data = read_inside(path, root)
+        except Unreadable as exc:
+            problems.append(Problem(rel.as_posix(), str(exc)))
             continue
-        doc_id = rel.with_suffix("").as_posix()
-        sources.append(SourceFile(path, doc_id, kind, hashlib.sha256(data).hexdigest()))
+        sources.append(SourceFile(path, doc_id_for(rel), kind, hashlib.sha256(data).hexdigest(), root))
     return sources, problems
 
 
 def parse_source(source: SourceFile) -> Parsed:
     """Parse one file; raises IngestError with a readable reason."""
     try:
-        data = source.path.read_bytes()
-    except OSError as exc:
-        raise IngestError(f"cannot read: {exc.strerror}") from None
-    if len(data) > MAX_BYTES:
-        raise IngestError(f"file is {len(data) // 1_000_000} MB, over the {MAX_BYTES // 1_000_000} MB limit")
+        data = read_inside(source.path, source.root)
+    except Unreadable as exc:
+        raise IngestError(str(exc)) from None
     if not data.strip():
         raise IngestError("empty file")
     try:
@@ -110,7 +113,11 @@ def load_corpus(root: Path) -> Corpus:
         try:
             corpus.parsed.append(parse_source(source))
         except IngestError as exc:
-            corpus.problems.append(Problem(source.doc_id + source.path.suffix, str(exc)))
+            corpus.problems.append(Problem(_shown(source), str(exc)))
         except RecursionError:
-            corpus.problems.append(Problem(source.doc_id + source.path.suffix, "nested too deeply to parse"))
+            corpus.problems.append(Problem(_shown(source), "nested too deeply to parse"))
     return corpus
+
+
+def _shown(source: SourceFile) -> str:
+    return source.path.relative_to(source.root).as_posix()

@@ -76,6 +76,9 @@ class Answerer:
         self.featuriser = Featuriser(retriever, self._sentences_by_row, answering)
         self.realiser = Realiser(index, retriever.embedders, self._sentences_by_row, answering)
         self._comments = {(c.doc_id, c.origin.comment_id): c for c in index.chunks if c.origin.comment_id}
+        # what the material states: a name only a corrected claim or a question mentions ("Frankfurt", in
+        # "C5 is in every region, we're in Frankfurt") is not something the material covers
+        self._stated = {t for c in index.chunks if quotable(c) for t in tokenize(f"{c.context} {c.text}")}
 
     def answer(
         self,
@@ -99,9 +102,8 @@ class Answerer:
         signals = self.retriever.signals(question)
         hits = self.retriever.search(question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals)
         terms = set(tokenize(question))
-        vocab = self.retriever.index.lexical.vocab
-        unknown = sum(t not in vocab for t in terms) / len(terms) if terms else 0.0
-        missing_name = float(any(not mentions(name, vocab) for name in named_terms(question)))
+        unknown = sum(t not in self._stated for t in terms) / len(terms) if terms else 0.0
+        missing_name = float(any(not mentions(name, self._stated) for name in named_terms(question)))
         answer_lang = lang if lang in LANGS else signals.query_lang
         candidates = self.featuriser.candidates(question, signals, hits, answer_lang)
         return Draft(question, answer_lang, hits, candidates, unknown, missing_name)

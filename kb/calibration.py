@@ -55,13 +55,11 @@ class AnswerFeatures:
 
     ranker: float  # the best sentence's ranker score
     dense: float  # the best candidate cosine
-    unknown: float  # share of the question's terms that appear nowhere in the corpus
-    missing_name: float  # the question names something the corpus never mentions
+    unknown: float  # share of the question's terms that nothing quotable in the corpus uses
+    missing_name: float  # the question names something nothing quotable in the corpus mentions
     unmatched_name: float  # share of the question's names that no chosen sentence (or heading) mentions
     coverage: float  # share of the question's terms that the chosen sentences (and headings) hold
-    wants_number_unmet: (
-        float  # the question asks how much / how many / when, and no chosen sentence has a digit
-    )
+    asks_unmet: float  # the question asks for a price, a date or a quantity that no chosen sentence holds
     across: float  # the best sentence is in the other language than the question's
 
     def vector(self) -> tuple[float, ...]:
@@ -123,7 +121,7 @@ _DEFAULT_CONFIDENCE = {
     "missing_name": -4.0,
     "unmatched_name": 0.0,
     "coverage": 0.0,
-    "wants_number_unmet": 0.0,
+    "asks_unmet": 0.0,
     "across": 0.0,
 }
 

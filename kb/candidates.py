@@ -23,12 +23,23 @@ from kb.types import OFFICIAL_KINDS, Chunk, Hit
 # material cannot answer; one a sentence contains is evidence the sentence is about the right thing.
 # ASCII only, so a name written against Chinese text ("KVM为什么比Xen好") stops at the first Chinese character.
 WORD = re.compile(r"(?<![\w.\-])-{0,2}[A-Za-z0-9][\w.\-]*", re.ASCII)
-# Questions that ask for a quantity, a price, a size or a date: answered only by a sentence with a digit.
-WANTS_NUMBER = re.compile(
-    r"\b(how (much|many|long|big|fast|old)|when|what (year|date|day|time)|price|cost|per hour|percent|"
-    r"maximum|minimum|limit)\b|\$|%|多少|几[个台天年月号]|哪[一]?天|哪年|何时|什么时候|多久|价格|多大|多快|上限|最大|最多",
-    re.I,
-)
+# What a question asks for, and what a sentence that answers it must hold: a price needs a currency, a date
+# a year or a month, a count or a size a digit. A near miss ("when did C5 reach Frankfurt?") is answered by
+# sentences about the topic that hold none of these.
+ASKS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
+    "price": (
+        re.compile(r"\b(price|pricing|cost|costs|how much does|per hour|hourly)\b|多少钱|价格|价钱|费用|单价|收费", re.I),
+        re.compile(r"[$¥€£]|\b(usd|dollars?|cents?)\b|美元|元|美分", re.I),
+    ),
+    "date": (
+        re.compile(r"\b(when|what (year|date|day|month)|since when|how long ago)\b|哪天|哪一天|何时|什么时候|哪年|哪一年|几月", re.I),
+        re.compile(r"\b(1[89]|20)\d\d\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|\d+\s*月", re.I),
+    ),
+    "quantity": (
+        re.compile(r"\b(how (many|much|big|fast|long|large)|maximum|minimum|limit|number of)\b|多少|几[个台块种天年核路]|多大|多快|多久|上限|最多|最大", re.I),
+        re.compile(r"\d"),
+    ),
+}
 NOT_ANSWERS = ("?", "\uff1f", ":", "\uff1a")  # questions, and lead-ins to a list or code block
 
 
@@ -76,8 +87,8 @@ class Draft:
     lang: str  # the answer's language
     hits: list[Hit]
     candidates: list[Candidate]
-    unknown: float = 0.0  # share of the question's terms that appear nowhere in the corpus
-    missing_name: float = 0.0  # 1.0 when the question names something the corpus never mentions
+    unknown: float = 0.0  # share of the question's terms that nothing quotable uses
+    missing_name: float = 0.0  # 1.0 when the question names something nothing quotable mentions
 
 
 class Featuriser:
@@ -157,14 +168,15 @@ class Featuriser:
         """What the chosen sentences say about what the question asks: its names, its terms, a number."""
         index = self.retriever.index
         said: set[str] = set()
-        has_digit = False
+        texts = []
         for cand in chosen:
             chunk = index.chunks[cand.row]
-            text = index.documents[chunk.doc_id].text[cand.start : cand.end]
-            said |= set(tokenize(text))
+            texts.append(index.documents[chunk.doc_id].text[cand.start : cand.end])
+            said |= set(tokenize(texts[-1]))
             if chunk.kind in OFFICIAL_KINDS:
                 said |= set(tokenize(chunk.context or chunk.section))
-            has_digit = has_digit or any(ch.isdigit() for ch in text)
+        answer = " ".join(texts)
+        unmet = any(asked.search(draft.question) and not holds.search(answer) for asked, holds in ASKS.values())
         names = named_terms(draft.question)
         q_terms = set(tokenize(draft.question))
         return AnswerFeatures(
@@ -174,6 +186,6 @@ class Featuriser:
             missing_name=draft.missing_name,
             unmatched_name=sum(not mentions(n, said) for n in names) / len(names) if names else 0.0,
             coverage=index.lexical.coverage(q_terms, said),
-            wants_number_unmet=float(bool(WANTS_NUMBER.search(draft.question)) and not has_digit),
+            asks_unmet=float(unmet),
             across=float(best.lang != draft.lang),
         )

@@ -10,7 +10,7 @@ benchmark query sets, through these same functions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -74,11 +74,36 @@ def weighted_sum(
     for key, z in normalised:
         for qlang in np.unique(qlangs):
             rows = qlangs == qlang
-            per_passage = np.zeros(len(passage_langs), dtype=np.float32)
-            for plang in LANGS:
-                per_passage[passage_langs == plang] = signal_weight(weights, str(qlang), plang, key)
+            per_passage = passage_weights(weights, str(qlang), passage_langs, key)
             if per_passage.any():
                 total[rows] += np.atleast_2d(z)[rows] * per_passage
+    return total
+
+
+def passage_weights(weights: Weights, query_lang: str, passage_langs: np.ndarray, key: str) -> np.ndarray:
+    """The weight of signal ``key`` for each passage, given the question's language."""
+    per_passage = np.zeros(len(passage_langs), dtype=np.float32)
+    for plang in LANGS:
+        per_passage[passage_langs == plang] = signal_weight(weights, query_lang, plang, key)
+    return per_passage
+
+
+def fuse_one(
+    raw: Sequence[tuple[str, np.ndarray]],
+    passage_langs: np.ndarray,
+    weights_of: Callable[[str], np.ndarray],
+    prior: np.ndarray | None = None,
+) -> np.ndarray:
+    """``fuse`` for one question, with its per-passage weights (``passage_weights``) looked up by
+    ``weights_of(key)``, so a caller can compute them once per question language. The same float
+    operations in the same order: the scores equal ``fuse``'s bit for bit."""
+    total = np.zeros(len(passage_langs), dtype=np.float32)
+    if prior is not None:
+        total += prior.astype(np.float32)
+    for key, scores in raw:
+        per_passage = weights_of(key)
+        if per_passage.any():
+            total += normalise(scores, passage_langs) * per_passage
     return total
 
 

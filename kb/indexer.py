@@ -9,12 +9,11 @@ change rebuilds everything.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from kb.dense import DenseIndex
 from kb.embed import Embedder
-from kb.fsutil import install_link
+from kb.fsutil import exclusive_lock, install_link
 from kb.lexical import Bm25Index
 from kb.store import (
     IndexUnavailable,
@@ -38,6 +37,8 @@ from kb.tuning import INDEX
 from kb.types import Chunk, Document
 
 KEEP_VERSIONS = 3
+LOCK_TIMEOUT = 600.0  # seconds an ingest waits for another to finish (a full rebuild here takes ~40 s)
+TMP_PREFIX = ".tmp-"  # a version being written; one left behind by a crash is removed by the next writer
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,18 @@ def update_index(
     parser_version: str = "",
     rebuild: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
+    on_wait: Callable[[str], None] | None = None,
 ) -> UpdateReport:
     """Bring the index in line with ``sources``: embed only added or changed documents, drop
-    removed ones, keep the old version of a document whose source fails to load."""
+    removed ones, keep the old version of a document whose source fails to load.
+
+    One writer at a time: another ingest waits up to ``lock_timeout`` seconds (``on_wait`` is told who it
+    waits for), then raises ``kb.fsutil.LockTimeout``."""
     index_dir = Path(index_dir)
     report = UpdateReport()
-    with _writer_lock(index_dir):
+    with writer_lock(index_dir, lock_timeout, on_wait):
+        _remove_leftovers(index_dir)
         settings = build_settings(embedders, parser_version)
         previous = _previous(index_dir, settings, rebuild, report)
         docs: list[_Doc] = []
@@ -174,7 +181,7 @@ def answer_units(text: str, chunk: Chunk, comment_chars: int) -> list[tuple[int,
 
 def _quoted_line(text: str, pos: int) -> bool:
     line = text.rfind("\n", 0, pos) + 1
-    return text[line:pos + 1].lstrip().startswith(">")
+    return text[line : pos + 1].lstrip().startswith(">")
 
 
 def _embed(document: Document, chunks: list[Chunk], digest: str, embedders: list[Embedder]) -> _Doc:
@@ -194,7 +201,7 @@ def _write(index_dir: Path, docs: list[_Doc], embedders: list[Embedder], setting
     version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     versions = _versions_dir(index_dir)
     versions.mkdir(parents=True, exist_ok=True)
-    tmp = versions / f".tmp-{version}"
+    tmp = versions / f"{TMP_PREFIX}{version}"
     tmp.mkdir()
     chunks = [c for d in docs for c in d.chunks]
     with (tmp / "documents.jsonl").open("w", encoding="utf-8") as fh:
@@ -253,17 +260,27 @@ def _versions_dir(index_dir: Path) -> Path:
 
 def _prune(versions: Path, keep: Path) -> None:
     """Keep the newest few versions so readers that loaded an older one can finish."""
-    old = sorted((p for p in versions.iterdir() if p.is_dir() and p != keep), key=lambda p: p.stat().st_mtime)
+    old = sorted(
+        (p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep),
+        key=lambda p: p.stat().st_mtime,
+    )
     for path in old[: max(0, len(old) - (KEEP_VERSIONS - 1))]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@contextmanager
-def _writer_lock(index_dir: Path) -> Iterator[None]:
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(index_dir.parent / f"{index_dir.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _remove_leftovers(index_dir: Path) -> None:
+    """What a crashed writer left: half-written versions and the link it had not yet swapped in. Called
+    under the writer lock, so nothing here belongs to a live writer."""
+    for tmp in _versions_dir(index_dir).glob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    for link in index_dir.parent.glob(f".{index_dir.name}.link-*"):
+        if link.is_symlink():
+            link.unlink(missing_ok=True)
+
+
+def writer_lock(
+    index_dir: Path, timeout: float = LOCK_TIMEOUT, on_wait: Callable[[str], None] | None = None
+) -> AbstractContextManager[None]:
+    """The lock every writer of ``index_dir`` holds: ``index.lock`` beside it."""
+    lock = index_dir.parent / f"{index_dir.name}.lock"
+    return exclusive_lock(lock, timeout, on_wait, what="the index writer lock")

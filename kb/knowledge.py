@@ -36,10 +36,18 @@ def build_index(
     parser_version: str,
     rebuild: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> UpdateReport:
-    """Incrementally (re)build the index folder named by ``settings.index_dir``."""
+    """Incrementally (re)build the index folder named by ``settings.index_dir``; ``on_wait`` hears who
+    holds the writer lock when another ingest is running (see ``kb.indexer.update_index``)."""
     return update_index(
-        settings.index_dir, sources, embedders_for(settings), parser_version, rebuild, progress
+        settings.index_dir,
+        sources,
+        embedders_for(settings),
+        parser_version,
+        rebuild,
+        progress,
+        on_wait=on_wait,
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kb.embed import Embedder
-from kb.fusion import default_weights, fuse, official_prior, with_best_sentence
+from kb.fusion import default_weights, fuse_one, official_prior, passage_weights, with_best_sentence
 from kb.store import LoadedIndex
 from kb.text import detect_lang
 from kb.tuning import FUSION, LEXICAL, Fusion, Weights
@@ -36,6 +36,10 @@ class Signals:
 
 
 class Retriever:
+    """Scores every passage for a question. Everything that does not depend on the question (the
+    passage vectors as matrices, the per-language fusion weights) is prepared once, so a question
+    costs its embeddings, two matrix-vector products per embedder and BM25 over its own terms."""
+
     def __init__(
         self,
         index: LoadedIndex,
@@ -50,25 +54,43 @@ class Retriever:
         self._langs = np.array([c.lang for c in index.chunks])
         self._kinds = np.array([c.kind for c in index.chunks])
         self._prior = official_prior(np.isin(self._kinds, OFFICIAL_KINDS), fusion.official_prior)
+        self._passage_weights: dict[tuple[str, str], np.ndarray] = {}
 
-    def signals(self, query: str) -> Signals:
+    def embed(self, query: str) -> dict[str, np.ndarray]:
+        """The question's vector from each embedder, computed once and shared by every stage."""
+        return {model_id: e.embed_queries([query])[0] for model_id, e in self.embedders.items()}
+
+    def dense(self, model_id: str, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(passage scores, every indexed sentence's cosine) for one embedder's question vector."""
+        sentences = self.index.sentences
+        if len(sentences.chunk_row):
+            sims = sentences.vectors[model_id] @ vector
+        else:
+            sims = np.zeros(0, np.float32)
+        chunk = self.index.dense[model_id].scores(vector)
+        return with_best_sentence(chunk, sentences.chunk_row, sims, self.fusion.chunk_share), sims
+
+    def signals(self, query: str, vectors: Mapping[str, np.ndarray] | None = None) -> Signals:
+        vectors = self.embed(query) if vectors is None else vectors
         raw = {LEXICAL: self.index.lexical.scores(query)}
         sentence_sims = {}
-        sentences = self.index.sentences
-        for model_id, embedder in self.embedders.items():
-            vector = embedder.embed_queries([query])[0]
-            sims = (
-                sentences.vectors[model_id] @ vector if len(sentences.chunk_row) else np.zeros(0, np.float32)
-            )
-            sentence_sims[model_id] = sims
-            chunk = self.index.dense[model_id].scores(vector)
-            raw[model_id] = with_best_sentence(chunk, sentences.chunk_row, sims, self.fusion.chunk_share)
+        for model_id in self.embedders:
+            raw[model_id], sentence_sims[model_id] = self.dense(model_id, vectors[model_id])
         return Signals(detect_lang(query), raw, sentence_sims)
 
     def fused(self, signals: Signals) -> np.ndarray:
-        return fuse(list(signals.raw.items()), [signals.query_lang], self._langs, self.weights, self._prior)[
-            0
-        ]
+        lang = signals.query_lang
+        return fuse_one(
+            list(signals.raw.items()), self._langs, lambda key: self._weights(lang, key), self._prior
+        )
+
+    def _weights(self, query_lang: str, key: str) -> np.ndarray:
+        found = self._passage_weights.get((query_lang, key))
+        if found is None:  # a race computes the same array twice, harmlessly
+            found = self._passage_weights[(query_lang, key)] = passage_weights(
+                self.weights, query_lang, self._langs, key
+            )
+        return found
 
     def mask(self, kinds: Collection[str] | None = None, langs: Collection[str] | None = None) -> np.ndarray:
         mask = np.ones(len(self.index.chunks), dtype=bool)

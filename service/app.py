@@ -1,4 +1,5 @@
-"""The FastAPI app factory: one KnowledgeBase per app, built in the lifespan and kept on ``app.state``."""
+"""The FastAPI app factory: one ``AppState`` per app (service/state.py), its knowledge base loaded in the
+lifespan."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ from kb.config import Settings
 from kb.knowledge import KnowledgeBase
 from service.deps import get_caller, get_widget_caller
 from service.errors import install_error_handlers
-from service.feedback import FeedbackStore
-from service.metrics import Metrics, MetricsMiddleware
+from service.mcp.http import mcp_router
+from service.metrics import MetricsMiddleware
 from service.models import ErrorOut
-from service.routes import ask, docs_view, documents, feedback, health, search, widget, wiki
-from service.security import BodyLimitMiddleware, RateLimiter
+from service.routes import ask, docs_view, documents, feedback, health, insights, search, widget, wiki
+from service.security import BodyLimitMiddleware
 from service.slackbot import mount_slack
-from service.widget.tokens import WidgetTokens
+from service.state import AppState, app_state
 
 log = logging.getLogger(__name__)
 SLACK_BODY_BYTES = 1_000_000  # Slack's signed interaction payloads echo the whole answer message
@@ -40,25 +41,19 @@ DESCRIPTION = (
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+    state = app_state(app)
     # Raises IndexUnavailable naming the fix (`kbq ingest`) when there is no usable index: refuse to start.
-    kb = await run_in_threadpool(KnowledgeBase.open, settings)
-    app.state.kb = kb
-    app.state.store = await run_in_threadpool(FeedbackStore, settings.feedback_db)
-    app.state.metrics.index(len(kb.index.documents), len(kb.index.chunks))
-    log.info("serving index %s (%d documents)", kb.version, len(kb.index.documents))
+    await run_in_threadpool(state.open)
+    log.info("serving index %s (%d documents)", state.kb.version, len(state.kb.index.documents))
     yield
-    app.state.store.close()
+    state.close()
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the HTTP app for ``settings``; the index loads when the app starts, not here."""
+def create_app(settings: Settings, kb: KnowledgeBase | None = None) -> FastAPI:
+    """Build the HTTP app for ``settings``; the index loads when the app starts, unless ``kb`` is given."""
     app = FastAPI(title="kbq", version="1.0", description=DESCRIPTION, lifespan=lifespan)
-    app.state.settings = settings
-    app.state.metrics = Metrics()
-    app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.kbq = state = AppState.build(settings, kb)
     install_error_handlers(app)
-    app.state.widget_tokens = WidgetTokens.from_settings(settings)
     for module in (search, documents):  # /v1/*: API key and rate limit
         app.include_router(module.router, dependencies=[Depends(get_caller)], responses=ERRORS)
     for module in (ask, feedback):  # the same, or a widget token from an allowed origin
@@ -67,6 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(wiki.router)
     app.include_router(docs_view.router)
+    app.include_router(insights.router)  # /admin/*: admin keys (KB_ADMIN_KEYS) only, never API keys
+    app.include_router(mcp_router(settings))  # /mcp: the MCP streamable HTTP transport, API keys as /v1
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, prefix_limits={"/slack/": SLACK_BODY_BYTES}
@@ -82,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     mount_slack(app, settings)
     return app
 

@@ -4,7 +4,6 @@ error, 1 failure. User errors print one clean line, never a traceback."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -82,27 +81,36 @@ def ingest(path: Path | None, rebuild: bool, as_json: bool) -> None:
 @main.command()
 @click.argument("question", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer object as JSON.")
-@click.option("--url", envvar="KBQ_URL", default=None, help="Ask a running kbq service instead.")
+@click.option("--url", default=None, help="Ask a running kbq service instead (default: KBQ_URL).")
+@click.option(
+    "--lang", type=click.Choice(["en", "zh"]), help="Answer in this language (default: the question's)."
+)
 @click.option("--source", "kinds", multiple=True, type=click.Choice(["article", "faq", "thread"]))
-@click.option("--lang", "langs", multiple=True, type=click.Choice(["en", "zh"]))
+@click.option("--doc-lang", "langs", multiple=True, type=click.Choice(["en", "zh"]), help="Only cite these.")
 def ask(
-    question: tuple[str, ...], as_json: bool, url: str | None, kinds: tuple[str, ...], langs: tuple[str, ...]
+    question: tuple[str, ...],
+    as_json: bool,
+    url: str | None,
+    lang: str | None,
+    kinds: tuple[str, ...],
+    langs: tuple[str, ...],
 ) -> None:
     """Answer QUESTION with cited sentences, or abstain (exit 3)."""
     from kb.answer import InvalidQuestion, check_question
     from service.render import answer_text
 
-    text = " ".join(question)
+    settings, text = _settings(), " ".join(question)
     try:
-        check_question(text)
+        check_question(text, settings.max_question_chars)
     except InvalidQuestion as exc:
         raise click.UsageError(str(exc)) from None
-    if url:
+    if url or settings.service_url:
         from service.remote import ask_remote
 
-        data = ask_remote(url, text, kinds, langs)
+        remote = url or settings.service_url
+        data = ask_remote(remote, settings.service_api_key, text, kinds, langs, lang)
     else:
-        data = _ask_locally(_settings(), text, kinds, langs)
+        data = _ask_locally(settings, text, kinds, langs, lang)
     if as_json:
         _emit(data)
     else:
@@ -112,14 +120,16 @@ def ask(
     sys.exit(EXIT_ABSTAINED if data["abstained"] else 0)
 
 
-def _ask_locally(settings: Settings, question: str, kinds: tuple[str, ...], langs: tuple[str, ...]) -> dict:
+def _ask_locally(
+    settings: Settings, question: str, kinds: tuple[str, ...], langs: tuple[str, ...], lang: str | None
+) -> dict:
     """Answer in this process and log the answer like the service does, so feedback can find it."""
     from service.feedback import FeedbackStore, ask_logged
 
     kb = _open_kb(settings, build_if_missing=True)
     store = FeedbackStore(settings.feedback_db)
     try:
-        return ask_logged(kb, store, question, "cli", kinds, langs).to_dict()
+        return ask_logged(kb, store, question, "cli", kinds, langs, lang).to_dict()
     finally:
         store.close()
 
@@ -130,7 +140,7 @@ def _ask_locally(settings: Settings, question: str, kinds: tuple[str, ...], lang
 @click.option("--explain", is_flag=True, help="Show dense and lexical scores per hit.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--source", "kinds", multiple=True, type=click.Choice(["article", "faq", "thread"]))
-@click.option("--lang", "langs", multiple=True, type=click.Choice(["en", "zh"]))
+@click.option("--doc-lang", "--lang", "langs", multiple=True, type=click.Choice(["en", "zh"]))
 def search(
     query: tuple[str, ...],
     k: int,
@@ -187,7 +197,15 @@ def docs(as_json: bool) -> None:
 )
 @click.option("--record", is_flag=True, help="Record these metrics as the baseline the test suite guards.")
 @click.option("--golden", type=click.Path(path_type=Path), default=None, help="Golden set (JSONL).")
-def eval_(as_json: bool, calibrate: bool, record: bool, golden: Path | None) -> None:
+@click.option(
+    "--tune", is_flag=True, help="Re-derive the grid-chosen constants of kb/tuning.py on the tune split."
+)
+@click.option(
+    "--report", type=click.Path(path_type=Path), default=None, help="Also write an HTML report here."
+)
+def eval_(
+    as_json: bool, calibrate: bool, record: bool, golden: Path | None, tune: bool, report: Path | None
+) -> None:
     """Run the golden-set evaluation and print metrics per language."""
     from evals.runner import run_cli
 
@@ -195,7 +213,9 @@ def eval_(as_json: bool, calibrate: bool, record: bool, golden: Path | None) -> 
         _settings(),
         golden=golden,
         as_json=as_json,
-        calibrate=calibrate,
+        calibrate_=calibrate,
+        tune=tune,
+        report=report,
         record=record,
         build=lambda s: _open_kb(s, True),
     )
@@ -211,11 +231,9 @@ def serve(host: str, port: int) -> None:
     from service.app import create_app
 
     settings = _settings()
-    _open_kb(settings, build_if_missing=True)
+    kb = _open_kb(settings, build_if_missing=True)
     click.echo(f"kbq serving on http://{host}:{port}/", err=True)
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level=os.environ.get("KB_LOG_LEVEL", "warning")
-    )
+    uvicorn.run(create_app(settings, kb), host=host, port=port, log_level=settings.log_level)
 
 
 @main.command()
@@ -234,6 +252,34 @@ def feedback(limit: int, as_json: bool) -> None:
         click.echo(
             f"{r['created'][:19]}  {votes:>7}  {r['confidence']:.2f}  {r['client']:<6} {r['question'][:70]}"
         )
+
+
+@main.command()
+@click.option(
+    "--days", default=30, show_default=True, type=click.IntRange(1, 3660), help="Last N days (UTC)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (as /admin/insights.json).")
+def insights(days: int, as_json: bool) -> None:
+    """For maintainers: questions per day, abstentions, votes, unanswered questions grouped by meaning,
+    answers voted down, documents by times cited."""
+    from service.insights.export import to_text
+    from service.insights.report import insights_for
+
+    settings = _settings()
+    result = insights_for(settings, _open_kb(settings, build_if_missing=True), days)
+    if as_json:
+        _emit(result.to_dict())
+    else:
+        click.echo(to_text(result))
+
+
+@main.command()
+def mcp() -> None:
+    """Serve the MCP tools (ask, search, read_document) over stdio, for a desktop assistant."""
+    from service.mcp.stdio import run_stdio
+
+    settings = _settings()
+    run_stdio(settings, _open_kb(settings, build_if_missing=True))
 
 
 if __name__ == "__main__":

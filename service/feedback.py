@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kb.text import detect_lang
 from kb.types import Answer
 
 if TYPE_CHECKING:  # importing the knowledge base would load FAISS for `kbq feedback`
@@ -48,6 +49,22 @@ GROUP BY a.id ORDER BY a.created DESC, a.rowid DESC LIMIT ?
 """
 
 
+def _add_lang_column(db: sqlite3.Connection) -> None:
+    """Migration: logs written before answers had a ``lang`` column (the question's language) get it,
+    filled in from each question. Safe when two processes open an old log at once."""
+    if any(row[1] == "lang" for row in db.execute("PRAGMA table_info(answers)")):
+        return
+    with db:
+        try:
+            db.execute("ALTER TABLE answers ADD COLUMN lang TEXT")
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
+            return
+        rows = db.execute("SELECT id, question FROM answers WHERE lang IS NULL").fetchall()
+        db.executemany("UPDATE answers SET lang = ? WHERE id = ?", [(detect_lang(q), i) for i, q in rows])
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -65,6 +82,7 @@ class FeedbackStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; a crash loses at most the last answers
         self._db.executescript(SCHEMA)
+        _add_lang_column(self._db)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -79,7 +97,8 @@ class FeedbackStore:
         citations = json.dumps([c.to_dict() for c in answer.citations], ensure_ascii=False)
         with self._connect() as db:
             db.execute(
-                "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO answers (id, question, answer, abstained, citations, confidence, latency_ms, "
+                "client, created, lang) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     answer.id,
                     answer.question,
@@ -90,6 +109,7 @@ class FeedbackStore:
                     round(latency_ms, 2),
                     client or "api",
                     _now(),
+                    detect_lang(answer.question),
                 ),
             )
 
@@ -127,9 +147,11 @@ def ask_logged(
     client: str,
     kinds: Collection[str] | None = None,
     langs: Collection[str] | None = None,
+    lang: str | None = None,
 ) -> Answer:
-    """Answer, then log the answer once with its latency, so feedback from any client can find it."""
+    """Answer (in ``lang``, else the question's language), then log the answer once with its latency, so
+    feedback from any client can find it."""
     started = time.perf_counter()
-    answer = kb.ask(question, kinds=kinds, langs=langs)
+    answer = kb.ask(question, kinds=kinds or None, langs=langs or None, lang=lang)
     store.log_answer(answer, (time.perf_counter() - started) * 1000, client)
     return answer

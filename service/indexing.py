@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest import Problem, SourceFile, discover, parse_source
-from ingest.chunking import SPLITTER
+from ingest import PARSER_VERSION, Problem, SourceFile, discover, parse_source
 from kb.config import Settings
 from kb.indexer import SourceRecord, UpdateReport
 from kb.knowledge import build_index
@@ -32,6 +31,6 @@ def ingest(
     if not sources and problems:
         return UpdateReport(), problems
     records = [SourceRecord(s.doc_id, s.digest, _loader(s)) for s in sources]
-    report = build_index(settings, records, SPLITTER, rebuild=rebuild, progress=progress)
+    report = build_index(settings, records, PARSER_VERSION, rebuild=rebuild, progress=progress)
     problems += [Problem(doc_id, reason) for doc_id, reason in report.failed]
     return report, problems

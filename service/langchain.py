@@ -35,7 +35,6 @@ class KbqRetriever(BaseRetriever):
     def _to_document(self, hit: Hit) -> LCDocument:
         chunk = hit.chunk
         doc = self.kb.document(chunk.doc_id)
-        meta = chunk.meta or {}
         return LCDocument(
             page_content=chunk.text,
             id=chunk.chunk_id,
@@ -46,8 +45,8 @@ class KbqRetriever(BaseRetriever):
                 "title": doc.title if doc else "",
                 "section": chunk.section,
                 "lang": chunk.lang,
-                "url": meta.get("permalink") or meta.get("url") or (doc.url if doc else None),
-                "date": meta.get("date") or (doc.date if doc else None),
+                "url": chunk.origin.url or (doc.url if doc else None),
+                "date": chunk.origin.date or (doc.date if doc else None),
                 "start": chunk.start,
                 "end": chunk.end,
                 "score": hit.score,

@@ -6,25 +6,36 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from kb.config import MAX_QUESTION_CHARS
+
 Source = Literal["article", "faq", "thread"]
 Lang = Literal["en", "zh"]
+Label = Literal["official", "community", "correction"]
 
 
 class AskRequest(BaseModel):
     question: str = Field(
         min_length=1,
-        description="The question, up to 2000 characters.",
+        description=f"The question, up to KB_MAX_QUESTION_CHARS characters ({MAX_QUESTION_CHARS} by default).",
         examples=["Which regions had C5 at launch?"],
     )
     sources: list[Source] | None = Field(None, description="Only answer from these kinds of source.")
     langs: list[Lang] | None = Field(None, description="Only answer from documents in these languages.")
+    lang: Lang | None = Field(
+        None, description="The language to answer in; by default the question's.", examples=["zh"]
+    )
     client: str | None = Field(
         None, max_length=64, description="Who is asking (widget, slack, cli…), for the log."
     )
 
 
 class SearchRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=2000, pattern=r"\S", examples=["NVMe root device"])
+    query: str = Field(
+        min_length=1,
+        pattern=r"\S",
+        description="Up to KB_MAX_QUESTION_CHARS characters, like a question.",
+        examples=["NVMe root device"],
+    )
     k: int = Field(10, ge=1, le=50)
     sources: list[Source] | None = None
     langs: list[Lang] | None = None
@@ -34,6 +45,12 @@ class FeedbackRequest(BaseModel):
     answer_id: str = Field(min_length=1, max_length=64)
     helpful: bool
     comment: str | None = Field(None, max_length=2000)
+
+
+class CorrectedOut(BaseModel):
+    chunk_id: str
+    author: str | None = None
+    url: str | None = None
 
 
 class CitationOut(BaseModel):
@@ -51,12 +68,18 @@ class CitationOut(BaseModel):
     start: int
     end: int
     score: float
-    community: bool = False
+    community: bool = Field(False, description="From a discussion thread: a community report.")
+    label: Label = Field(
+        description="official (article, FAQ), community (a thread comment) or correction (a community "
+        "reply that corrects an earlier claim)."
+    )
+    corrects: CorrectedOut | None = Field(None, description="For a correction: the comment it corrects.")
 
 
 class AnswerOut(BaseModel):
     id: str
     question: str
+    lang: Lang = Field(description="The language the answer is written in.")
     answer: str = Field(description="Every [n] names a citation.")
     abstained: bool
     confidence: float = Field(ge=0, le=1)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import click
 import httpx
 
 
-def ask_remote(url: str, question: str, kinds: Sequence[str], langs: Sequence[str]) -> dict:
-    headers = {"Authorization": f"Bearer {key}"} if (key := os.environ.get("KBQ_API_KEY")) else {}
-    body = {"question": question, "sources": list(kinds) or None, "langs": list(langs) or None}
+def ask_remote(
+    url: str, api_key: str, question: str, kinds: Sequence[str], langs: Sequence[str], lang: str | None
+) -> dict:
+    """The service's answer object; ``api_key`` (KBQ_API_KEY) is sent when set."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    body = {"question": question, "sources": list(kinds) or None, "langs": list(langs) or None, "lang": lang}
     try:
         response = httpx.post(url.rstrip("/") + "/v1/ask", json=body, headers=headers, timeout=30)
     except httpx.HTTPError as exc:

@@ -7,6 +7,9 @@ import textwrap
 from kb.indexer import UpdateReport
 from kb.types import Answer, Hit
 
+LABELS = {"official": "", "community": " (community report)", "correction": " (community correction)"}
+LANG_NAMES = {"en": "English", "zh": "中文"}
+
 
 def answer_text(answer: Answer) -> str:
     # wrapped line by line, so a cited list or code block keeps its line breaks
@@ -15,12 +18,21 @@ def answer_text(answer: Answer) -> str:
         lines.append("Nearest passages (not an answer):" if answer.abstained else "Sources:")
     for c in answer.citations:
         where = " › ".join(x for x in (c.title, c.section) if x)
-        label = " (community report)" if c.community else ""
+        label = LABELS.get(c.label, f" ({c.label})")
         lines.append(f"  [{c.n}] {where} — {c.source}{label}, {c.date or 'undated'}")
         if c.url:
             lines.append(f"      {c.url}")
+        if c.label == "correction" and c.corrects:
+            whose = f"{c.corrects['author']}'s comment" if c.corrects.get("author") else "an earlier comment"
+            lines.append(
+                f"      corrects {whose}" + (f": {c.corrects['url']}" if c.corrects.get("url") else "")
+            )
         lines.append(f"      “{_short(c.quote)}” ({c.doc_id} {c.start}-{c.end})")
-    lines.append(f"\nconfidence {answer.confidence:.2f}" + ("  (abstained)" if answer.abstained else ""))
+    language = LANG_NAMES.get(answer.lang, answer.lang)
+    lines.append(
+        f"\nconfidence {answer.confidence:.2f} · answer in {language}"
+        + ("  (abstained)" if answer.abstained else "")
+    )
     return "\n".join(lines)
 
 

@@ -23,5 +23,5 @@ def hit_dict(hit: Hit) -> dict[str, Any]:
         "text": c.text,
         "start": c.start,
         "end": c.end,
-        "meta": c.meta,
+        "meta": c.to_dict()["origin"],  # the chunk's provenance (kb.types.Provenance)
     }

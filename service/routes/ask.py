@@ -9,12 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from kb.knowledge import KnowledgeBase
 from kb.types import Answer
-from service.deps import AskBody, KnowledgeDep, MetricsDep, StoreDep
-from service.feedback import FeedbackStore, ask_logged
-from service.metrics import Metrics
+from service.deps import AskBody, StateDep
 from service.models import AnswerOut, AskRequest
+from service.state import AppState
 
 router = APIRouter(prefix="/v1")
 
@@ -25,17 +23,13 @@ _PIECE = re.compile(
 )
 SSE_DOC = {
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    "description": "Events `meta`, `citation` (one per citation), `delta` (answer text pieces), `done`.",
+    "description": "Events `meta` (id, question, the answer's lang), `citation` (one per citation), "
+    "`delta` (answer text pieces), `done`.",
 }
 
 
-def answer_and_log(kb: KnowledgeBase, store: FeedbackStore, metrics: Metrics, body: AskRequest) -> Answer:
-    """Answer, then log it once (for feedback and review) and count it."""
-    answer = ask_logged(
-        kb, store, body.question, body.client or "api", body.sources or None, body.langs or None
-    )
-    metrics.answered(answer.abstained)
-    return answer
+def _answer(state: AppState, body: AskRequest) -> Answer:
+    return state.answer(body.question, body.client or "api", body.sources, body.langs, body.lang)
 
 
 def pieces(text: str) -> list[str]:
@@ -48,7 +42,7 @@ def sse(event: str, data: object) -> str:
 
 
 def events(answer: Answer) -> Iterator[str]:
-    yield sse("meta", {"id": answer.id, "question": answer.question})
+    yield sse("meta", {"id": answer.id, "question": answer.question, "lang": answer.lang})
     for citation in answer.citations:
         yield sse("citation", citation.to_dict())
     for piece in pieces(answer.answer):
@@ -63,8 +57,8 @@ async def _replay(items: list[str]) -> AsyncIterator[str]:
 
 
 @router.post("/ask", response_model=AnswerOut, summary="Answer a question with cited sentences, or abstain")
-def ask(body: AskBody, kb: KnowledgeDep, store: StoreDep, metrics: MetricsDep) -> dict:
-    return answer_and_log(kb, store, metrics, body).to_dict()
+def ask(body: AskBody, state: StateDep) -> dict:
+    return _answer(state, body).to_dict()
 
 
 @router.post(
@@ -73,10 +67,9 @@ def ask(body: AskBody, kb: KnowledgeDep, store: StoreDep, metrics: MetricsDep) -
     responses={200: SSE_DOC},
     summary="The same answer as /v1/ask, as server-sent events",
 )
-def ask_stream(body: AskBody, kb: KnowledgeDep, store: StoreDep, metrics: MetricsDep) -> StreamingResponse:
-    answer = answer_and_log(kb, store, metrics, body)
+def ask_stream(body: AskBody, state: StateDep) -> StreamingResponse:
     return StreamingResponse(
-        _replay(list(events(answer))),
+        _replay(list(events(_answer(state, body)))),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

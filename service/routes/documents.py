@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -10,24 +9,11 @@ from fastapi import APIRouter, Query
 from kb.knowledge import KnowledgeBase
 from kb.types import Document
 from service.deps import KnowledgeDep
-from service.errors import ApiError, not_found
+from service.errors import not_found
 from service.models import DocumentDetailOut, DocumentOut
+from service.spans import checked_span, paragraph_bounds
 
 router = APIRouter(prefix="/v1")
-BLANK_LINE = re.compile(r"\n[ \t]*\n")
-
-
-def paragraph_bounds(text: str, start: int, end: int) -> tuple[int, int]:
-    """Widen ``[start, end)`` to the blank lines around it, without the surrounding whitespace."""
-    before = [m.end() for m in BLANK_LINE.finditer(text, 0, start + 1) if m.end() <= start]
-    p_start = before[-1] if before else 0
-    after = BLANK_LINE.search(text, end)
-    p_end = after.start() if after else len(text)
-    while p_start < start and text[p_start].isspace():
-        p_start += 1
-    while p_end > end and text[p_end - 1].isspace():
-        p_end -= 1
-    return p_start, p_end
 
 
 def _summary(kb: KnowledgeBase, doc: Document) -> dict:
@@ -44,18 +30,12 @@ def _summary(kb: KnowledgeBase, doc: Document) -> dict:
 
 
 def _span(doc: Document, start: int | None, end: int | None) -> dict:
-    if start is None and end is None:
+    span = checked_span(doc, start, end)
+    if span is None:
         return {}
-    if start is None or end is None or not 0 <= start < end <= len(doc.text):
-        raise ApiError(
-            422,
-            "invalid_range",
-            f"start and end must both be given, with 0 <= start < end <= "
-            f"{len(doc.text)} (the length of {doc.doc_id})",
-        )
-    p_start, p_end = paragraph_bounds(doc.text, start, end)
+    (a, b), (p_start, p_end) = span, paragraph_bounds(doc.text, *span)
     return {
-        "span": {"start": start, "end": end, "text": doc.text[start:end]},
+        "span": {"start": a, "end": b, "text": doc.text[a:b]},
         "paragraph": {"start": p_start, "end": p_end, "text": doc.text[p_start:p_end]},
     }
 

@@ -6,15 +6,18 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
-from service.deps import get_caller
+from kb.config import Settings
+from service.deps import SettingsDep, StateDep, get_caller
 from service.errors import ApiError
-from service.widget.tokens import TokenError, WidgetTokens
+from service.widget.tokens import TokenError
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 CSS_SLOT = '/*kbq:css*/""'  # widget.js falls back to linking widget.css when this is left as it is
+CONFIG_SLOT = "/*kbq:config*/{}"  # the service's settings the widget follows (the question length limit)
+STRINGS_SLOT = "/*kbq:strings*/{}"  # the interface's words in each language, from widget.strings.json
 
 router = APIRouter()
 
@@ -33,17 +36,22 @@ class WidgetTokenOut(BaseModel):
     origin: str
 
 
-def widget_script() -> str:
-    """widget.js with widget.css inlined, so one request brings the whole widget."""
+def widget_script(settings: Settings) -> str:
+    """widget.js with its stylesheet, its strings and the service's limits inlined: one request brings the
+    whole widget."""
     script = (STATIC / "widget.js").read_text(encoding="utf-8")
     css = (STATIC / "widget.css").read_text(encoding="utf-8")
-    return script.replace(CSS_SLOT, json.dumps(css), 1)
+    strings = json.loads((STATIC / "widget.strings.json").read_text(encoding="utf-8"))
+    config = {"maxQuestionChars": settings.max_question_chars}
+    for slot, value in ((CSS_SLOT, css), (STRINGS_SLOT, strings), (CONFIG_SLOT, config)):
+        script = script.replace(slot, json.dumps(value, ensure_ascii=False), 1)
+    return script
 
 
 @router.get("/widget.js", include_in_schema=False)
-def widget_js() -> Response:
+def widget_js(settings: SettingsDep) -> Response:
     return Response(
-        widget_script(),
+        widget_script(settings),
         media_type="text/javascript; charset=utf-8",
         headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
     )
@@ -55,9 +63,9 @@ def widget_js() -> Response:
     summary="A short-lived token for the wiki widget (call it from the wiki's server, with an API key)",
 )
 def widget_token(
-    body: WidgetTokenRequest, request: Request, _caller: Annotated[str, Depends(get_caller)]
+    body: WidgetTokenRequest, state: StateDep, _caller: Annotated[str, Depends(get_caller)]
 ) -> dict:
-    tokens: WidgetTokens = request.app.state.widget_tokens
+    tokens = state.tokens
     try:
         token = tokens.issue(body.origin)
     except TokenError as exc:

@@ -15,7 +15,9 @@ MAX_ANSWER_SECTIONS = 5
 QUOTE_CHARS = 200  # escaping at most quintuples a text; these keep every text within MAX_TEXT
 FALLBACK_CHARS = 500  # the notification text
 FEEDBACK_UP, FEEDBACK_DOWN = "kbq_feedback_up", "kbq_feedback_down"
-KIND_LABEL = {"article": "article", "faq": "FAQ", "thread": "community report (thread comment)"}
+KIND_LABEL = {"article": "article", "faq": "FAQ", "thread": "thread comment"}
+TRUST_LABEL = {"official": "official source", "community": "community report", "correction": "correction"}
+LANG_TAG = {"en": "EN", "zh": "中文"}
 _REF = re.compile(r"\[(\d+)\]")
 _LINK = re.compile(r"(<[^<>]*>)")
 
@@ -83,12 +85,22 @@ def _cut_point(text: str, room: int) -> int:
     return amp if amp != -1 and text.find(";", amp) >= cut else cut
 
 
+def trust_label(citation: Citation) -> str:
+    """Official source, community report, or a community correction (linked to the comment it corrects)."""
+    label = TRUST_LABEL.get(citation.label, escape(citation.label))
+    corrected = citation.corrects or {}
+    url, author = corrected.get("url"), corrected.get("author")
+    if citation.label == "correction" and url:
+        whose = f"{escape(clip(author, 60))}’s comment" if author else "an earlier comment"
+        label += f" of {link(url, whose)}"
+    return label
+
+
 def citation_block(citation: Citation, public_url: str) -> Block:
     where = " › ".join(clip(x, 200) for x in (citation.title, citation.section) if x) or citation.doc_id
     kind = KIND_LABEL.get(citation.source, escape(citation.source))
-    if citation.community and citation.source != "thread":
-        kind += " (community report)"
     head = f"*[{citation.n}]* {link(passage_url(citation, public_url), escape(where))} · {kind}"
+    head += f" · {trust_label(citation)}"
     head += f" · {escape(citation.date)}" if citation.date else ""
     return {
         "type": "context",
@@ -115,7 +127,8 @@ def answer_message(answer: Answer, public_url: str) -> dict[str, Any]:
         body = split_mrkdwn(linked_answer(answer, public_url))[:MAX_ANSWER_SECTIONS]
         heading = "*Sources*"
     blocks: list[Block] = [question] + [{"type": "section", "text": mrkdwn(t)} for t in body]
-    footer = {"type": "context", "elements": [mrkdwn(f"confidence {answer.confidence:.2f} · kbq")]}
+    tag = LANG_TAG.get(answer.lang, escape(answer.lang.upper()))
+    footer = {"type": "context", "elements": [mrkdwn(f"`{tag}` · confidence {answer.confidence:.2f} · kbq")]}
     if answer.citations:
         room = MAX_BLOCKS - len(blocks) - 4  # heading, actions, footer, and a possible "more" line
         blocks.append({"type": "section", "text": mrkdwn(heading)})

@@ -19,14 +19,10 @@ from slack_bolt import Ack, App, BoltContext, BoltResponse, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from kb.answer import MAX_QUESTION_CHARS
 from kb.config import Settings
-from kb.knowledge import KnowledgeBase
-from kb.store import IndexUnavailable
-from kb.types import Answer
-from service.feedback import ask_logged
 from service.slackbot.blocks import FEEDBACK_DOWN, FEEDBACK_UP, answer_message, notice
-from service.slackbot.text import plain_text, with_context
+from service.slackbot.text import locale_lang, plain_text, with_context
+from service.state import app_state
 
 log = logging.getLogger(__name__)
 COMMAND = "/kbq"
@@ -37,6 +33,7 @@ USAGE = (
 FAILED = ":warning: Sorry, I could not answer that just now. Please try again in a minute."
 ANSWER_THREADS = 8  # lazy listeners answering at once; more questions wait their turn
 THREAD_PAGES = 5  # conversations.replies pages read for a follow-up's context
+LOCALE_USERS = 10_000  # people whose Slack locale is remembered
 
 
 class Seen:
@@ -86,6 +83,7 @@ class SlackBot:
 
     def __init__(self, web: FastAPI, settings: Settings) -> None:
         self.web, self.settings, self.seen = web, settings, Seen()
+        self.locales: dict[str, str] = {}  # user id -> Slack locale ("" when Slack did not say)
         client = WebClient(
             token=settings.slack_bot_token, base_url=settings.slack_api_url or WebClient.BASE_URL
         )
@@ -141,16 +139,16 @@ class SlackBot:
         else:
             ack()
 
-    def on_command(self, command: dict[str, Any], respond: Respond) -> None:
+    def on_command(self, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         public, question = _command_text(command.get("text", ""))
         if self.problem(question):
             return  # the ack said why
-        message = self.message_for(question)
+        message = self.message_for(question, self.asker_lang(command, client))
         respond(**message, response_type="in_channel" if public else "ephemeral")
 
     def on_feedback(self, action: dict[str, Any], respond: Respond) -> None:
         helpful = action["action_id"] == FEEDBACK_UP
-        if self.web.state.store.add_feedback(action["value"], helpful):
+        if app_state(self.web).store.add_feedback(action["value"], helpful):
             text = "Thanks, your feedback was recorded" + (" :+1:" if helpful else " :-1:") + "."
         else:
             text = "That answer is no longer in the log, so the vote was not recorded."
@@ -166,7 +164,7 @@ class SlackBot:
             combined = with_context(question, self.earlier_questions(event, context.bot_user_id, client))
             question = question if self.problem(combined) else combined
         problem = self.problem(question)
-        message = notice(problem) if problem else self.message_for(question)
+        message = notice(problem) if problem else self.message_for(question, self.asker_lang(event, client))
         client.chat_postMessage(
             channel=event["channel"], thread_ts=thread_ts, unfurl_links=False, unfurl_media=False, **message
         )
@@ -185,34 +183,41 @@ class SlackBot:
             return []
         return [plain_text(m["text"], bot_user_id) for m in messages if _asked(m, event, bot_user_id)]
 
+    def asker_lang(self, payload: dict[str, Any], client: WebClient) -> str | None:
+        """The language to answer in: the asker's Slack locale (the payload's, else users.info's), or None
+        (the question's language) when Slack does not say or names neither English nor Chinese."""
+        user = payload.get("user_id") or payload.get("user")
+        locale = payload.get("locale") or (self.user_locale(user, client) if isinstance(user, str) else "")
+        return locale_lang(locale)
+
+    def user_locale(self, user: str, client: WebClient) -> str:
+        if user not in self.locales:
+            try:
+                info = client.users_info(user=user, include_locale=True)
+                locale = (info.get("user") or {}).get("locale") or ""
+            except (SlackApiError, OSError) as exc:  # e.g. no users:read scope: the question's language
+                error = exc.response.get("error") if isinstance(exc, SlackApiError) else exc
+                log.warning("cannot read the locale of %s: %s", user, error)
+                locale = ""
+            if len(self.locales) >= LOCALE_USERS:
+                self.locales.clear()
+            self.locales[user] = locale
+        return self.locales[user]
+
     def problem(self, question: str) -> str | None:
         """Why ``question`` cannot be asked (as a reply to show), or None."""
-        limit = min(self.settings.max_question_chars, MAX_QUESTION_CHARS)
+        limit = self.settings.max_question_chars
         if not question or question.lower() == "help":
             return USAGE
         if len(question) > limit:
             return f"That question is {len(question)} characters; the limit is {limit}. Ask about one thing."
         return None
 
-    def message_for(self, question: str) -> dict[str, Any]:
+    def message_for(self, question: str, lang: str | None = None) -> dict[str, Any]:
+        """The answer to post, in ``lang`` (None: the question's language), or a short apology."""
         try:
-            answer = self.answer(question)
+            answer = app_state(self.web).answer(question, "slack", lang=lang)
         except Exception:  # the user gets a short apology; the log gets the traceback
             log.exception("Slack question failed: %r", question)
             return notice(FAILED)
         return answer_message(answer, self.settings.public_url)
-
-    def answer(self, question: str) -> Answer:
-        """Answer, then log it once (for feedback and review) and count it, as the API does."""
-        answer = ask_logged(self.knowledge(), self.web.state.store, question, "slack")
-        self.web.state.metrics.answered(answer.abstained)
-        return answer
-
-    def knowledge(self) -> KnowledgeBase:
-        kb: KnowledgeBase = self.web.state.kb
-        try:  # pick up an index `kbq ingest` swapped in, as the HTTP routes do
-            if kb.reload_if_changed(min_interval=self.settings.reload_interval):
-                self.web.state.metrics.index(len(kb.index.documents), len(kb.index.chunks))
-        except IndexUnavailable as exc:
-            log.warning("new index not loaded, still serving %s: %s", kb.version, exc)
-        return kb

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from kb.config import Settings
+from service.state import app_state
 
 if TYPE_CHECKING:  # slack-bolt is imported only when Slack is configured
     from slack_bolt import App
@@ -34,12 +35,12 @@ def mount_slack(app: FastAPI, settings: Settings) -> bool:
         if settings.slack_bot_token or settings.slack_signing_secret or settings.slack_app_token:
             log.warning("Slack bot off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN)")
         return False
-    if getattr(app.state, "slack", None) is not None:  # create_app mounts it already; never twice
+    state = app_state(app)
+    if state.slack is not None:  # create_app mounts it already; never twice
         return True
     from service.slackbot.bot import SlackBot
 
-    bot = SlackBot(app, settings)
-    app.state.slack = bot
+    bot = state.slack = SlackBot(app, settings)
     if settings.slack_signing_secret:
         endpoint = _endpoint(bot.app)
         for path in PATHS:

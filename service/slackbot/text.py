@@ -13,6 +13,12 @@ _CUE = re.compile(r"^(what|how) about\b|^(and|also|same|what if|then)\b|^(é‚£|è¿
 SHORT_WORDS = 3  # a question of at most this many words leans on an earlier one (a CJK word: 2 characters)
 
 
+def locale_lang(locale: str | None) -> str | None:
+    """The answer language (``zh``, ``en``) of a Slack locale such as ``zh-CN`` or ``en-GB``; None for others."""
+    lang = (locale or "").split("-")[0].lower()
+    return lang if lang in ("en", "zh") else None
+
+
 def escape(text: str) -> str:
     """Escape the three characters Slack mrkdwn treats as control characters, and nothing else."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -2,7 +2,8 @@
  *   <script src="https://kbq.example.com/widget.js" data-kbq-token="…"></script>
  * Optional data attributes: data-kbq-api (API base URL; default: where this script came from),
  * data-kbq-token-endpoint (a URL of the wiki that returns {token, expires_in}), data-kbq-lang (en|zh;
- * default: the page's <html lang>), data-kbq-position (bottom-right|bottom-left).
+ * default: the page's <html lang>; the language of the interface and of the answers: without either,
+ * answers come in the question's language), data-kbq-position (bottom-right|bottom-left).
  * Everything renders in a shadow root; no inline script, eval or style attributes, so it runs under a
  * strict Content-Security-Policy. */
 (function () {
@@ -11,47 +12,15 @@
   if (!script || document.querySelector("kbq-widget")) return;
   const data = script.dataset;
   const api = (data.kbqApi || new URL(".", script.src).href).replace(/\/+$/, "");
-  const lang = /^zh/i.test(data.kbqLang || document.documentElement.lang || "") ? "zh" : "en";
+  const config = /*kbq:config*/{};  // the service's settings, filled in when it serves this script
+  const pageLang = (data.kbqLang || document.documentElement.lang || "").toLowerCase();
+  const lang = pageLang.startsWith("zh") ? "zh" : "en";
+  const answerLang = /^(en|zh)\b/.exec(pageLang)?.[1];  // undefined: the question's language
   const position = data.kbqPosition === "bottom-left" ? "bottom-left" : "bottom-right";
   const tokenEndpoint = data.kbqTokenEndpoint || "";
   let token = data.kbqToken || "";
 
-  const STRINGS = {
-    en: {
-      launcher: "Ask kbq", launcherLabel: "Ask kbq about the C5 migration",
-      title: "Ask about C5 and Xen → KVM", subtitle: "Every answer cites the passages it comes from",
-      close: "Close", question: "Your question", placeholder: "Ask a question…", send: "Ask",
-      empty: "Ask about EC2 moving from Xen to KVM: C5 regions, NVMe disks, ENA, the Nitro hypervisor…",
-      examples: ["Which regions have C5?", "Why did AWS move from Xen to KVM?", "Why does the root disk become /dev/nvme0n1 on C5?"],
-      thinking: "Looking through the material…", sources: "Sources", nearest: "Nearest passages (not an answer)",
-      notCovered: "Not covered", helpful: "Helpful?", yes: "Helpful", no: "Not helpful",
-      thanks: "Thanks for the feedback.", voteFailed: "The vote could not be sent.",
-      kinds: { article: "Article", faq: "FAQ", thread: "Discussion thread" }, community: "community report",
-      undated: "undated", newTab: "opens in a new tab", retry: "Try again",
-      offline: "kbq could not be reached. Check your connection and try again.",
-      busy: "kbq is answering a lot of questions right now. Please wait a moment and try again.",
-      denied: "This page is not allowed to ask kbq right now (its access may have expired). Reload the page and try again.",
-      failed: "kbq could not answer just now. Please try again.",
-      foot: "Answers come only from the indexed material; check the sources.",
-    },
-    zh: {
-      launcher: "问 kbq", launcherLabel: "问 kbq:C5 迁移相关问题",
-      title: "询问 C5 与 Xen → KVM 迁移", subtitle: "每个回答都标明出处",
-      close: "关闭", question: "你的问题", placeholder: "输入问题…", send: "提问",
-      empty: "可以问 EC2 从 Xen 迁到 KVM 的相关问题:C5 区域、NVMe 磁盘、ENA、Nitro hypervisor……",
-      examples: ["C5 在哪些区域可用?", "AWS 为什么从 Xen 换到 KVM?", "换到 C5 后根盘为什么变成 /dev/nvme0n1?"],
-      thinking: "正在查找资料…", sources: "来源", nearest: "最接近的段落(并非答案)",
-      notCovered: "资料未涉及", helpful: "有帮助吗?", yes: "有帮助", no: "没有帮助",
-      thanks: "感谢反馈。", voteFailed: "反馈未能发送。",
-      kinds: { article: "文章", faq: "常见问题", thread: "讨论帖" }, community: "社区报告",
-      undated: "无日期", newTab: "在新标签页打开", retry: "重试",
-      offline: "无法连接 kbq。请检查网络后重试。",
-      busy: "kbq 当前请求较多,请稍候再试。",
-      denied: "此页面当前无权访问 kbq(访问凭证可能已过期)。请刷新页面后重试。",
-      failed: "kbq 暂时无法回答,请重试。",
-      foot: "回答只来自已收录的资料,请核对来源。",
-    },
-  };
+  const STRINGS = /*kbq:strings*/{};  // widget.strings.json, filled in when the service serves this script
   const t = STRINGS[lang];
   const ICONS = {
     chat: "M21 11.5a8.38 8.38 0 0 1-.9 3.8 8.5 8.5 0 0 1-7.6 4.7 8.38 8.38 0 0 1-3.8-.9L3 21l1.9-5.7a8.38 8.38 0 0 1-.9-3.8 8.5 8.5 0 0 1 4.7-7.6 8.38 8.38 0 0 1 3.8-.9h.5a8.48 8.48 0 0 1 8 8v.5z",
@@ -195,13 +164,20 @@
     return out;
   }
 
+  // Official source, community report, or a community reply correcting an earlier claim (linked when it can be).
+  function trust(c) {
+    const label = t.labels[c.label] ? c.label : c.community || c.source === "thread" ? "community" : "official";
+    const { author, url } = (label === "correction" && c.corrects) || {};
+    const note = label === "correction" && t.corrects.replace("{whose}", author ? t.whose.replace("{author}", author) : t.earlier);
+    const fix = /^https?:\/\//.test(url || "") ? h("a", { class: "corrected", href: url, target: "_blank", rel: "noopener", text: note }) : note;
+    return h("span", { class: "trust " + label }, t.labels[label], fix ? [" (", fix, ")"] : []);
+  }
+
   function sourceItem(c) {
     const meta = [c.section, t.kinds[c.source] || c.source].filter(Boolean).join(" · ");
-    return h("li", {},
+    return h("li", { "data-label": c.label },
       sourceLink(c, { class: "src" }, h("span", { class: "num", text: c.n }), h("span", { class: "title", text: c.title })),
-      h("span", { class: "meta" }, meta,
-        c.community || c.source === "thread" ? [" · ", h("span", { class: "community", text: t.community })] : [],
-        " · ", c.date || t.undated),
+      h("span", { class: "meta" }, meta, " · ", trust(c), " · ", c.date || t.undated),
       h("blockquote", { class: "quote", lang: c.lang, text: c.quote }));
   }
 
@@ -255,6 +231,9 @@
     const abstained = Boolean(state.done.abstained);
     ex.answer.classList.toggle("abstain", abstained);
     if (abstained) ex.answer.prepend(h("span", { class: "badge", text: t.notCovered }));
+    const tag = t.langs[state.lang] || state.lang, tagLabel = `${t.answerLang}: ${tag}`;
+    if (tag) ex.text.setAttribute("lang", state.lang);
+    if (tag) ex.answer.prepend(h("span", { class: "lang-tag", lang: state.lang, title: tagLabel, "aria-label": tagLabel, text: tag }));
     if (state.citations.size) ex.answer.append(sourcesList(state.citations, abstained));
     ex.answer.append(feedback(state.id));
     ex.answer.setAttribute("aria-busy", "false");
@@ -281,12 +260,12 @@
     busy = true;
     ui.send.disabled = true;
     const ex = exchange(question, replacing);
-    const state = { id: "", text: "", citations: new Map(), done: null };
+    const state = { id: "", lang: "", text: "", citations: new Map(), done: null };
     try {
-      const response = await post("/v1/ask/stream", { question, client: "widget" });
+      const response = await post("/v1/ask/stream", { question, client: "widget", lang: answerLang });
       if (!response.ok) throw await failure(response);
       for await (const { event, data: payload } of events(response.body)) {
-        if (event === "meta") state.id = payload.id;
+        if (event === "meta") Object.assign(state, { id: payload.id, lang: payload.lang || "" });
         else if (event === "citation") state.citations.set(payload.n, payload);
         else if (event === "delta") {
           state.text += payload.text;
@@ -321,7 +300,7 @@
   }
 
   function build() {
-    ui.input = h("textarea", { id: "kbq-question", rows: "2", maxlength: "2000", placeholder: t.placeholder, autocomplete: "off" });
+    ui.input = h("textarea", { id: "kbq-question", rows: "2", maxlength: config.maxQuestionChars, placeholder: t.placeholder, autocomplete: "off" });
     ui.input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();

@@ -164,9 +164,10 @@ def direct_message(text: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def command_body(text: str, response_url: str) -> str:
+def command_body(text: str, response_url: str, **extra: str) -> str:
     return urlencode(
         {
+            **extra,
             "token": "legacy",
             "team_id": TEAM,
             "channel_id": "C1",

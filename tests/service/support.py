@@ -54,6 +54,7 @@ def assemble(events: list[tuple[str, Any]]) -> dict[str, Any]:
     return {
         "id": meta["id"],
         "question": meta["question"],
+        "lang": meta["lang"],
         "answer": "".join(data["text"] for name, data in events if name == "delta"),
         "citations": [data for name, data in events if name == "citation"],
         "confidence": done["confidence"],

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from kb.config import Settings
 from service.feedback import FeedbackStore
 from service.routes.ask import pieces
-from service.routes.documents import paragraph_bounds
+from service.spans import paragraph_bounds
 from tests.service.support import QUESTIONS, UNANSWERABLE, assemble, check_citations, parse_sse, same_answer
 
 
@@ -33,7 +33,7 @@ def test_ask_cites_the_exact_passages(client: TestClient, question: str) -> None
     response = client.post("/v1/ask", json={"question": question})
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert set(answer) == {"id", "question", "answer", "abstained", "confidence", "citations"}
+    assert set(answer) == {"id", "question", "lang", "answer", "abstained", "confidence", "citations"}
     assert not answer["abstained"] and answer["citations"] and 0 <= answer["confidence"] <= 1
     assert "[1]" in answer["answer"]
     check_citations(answer, _document(client))
@@ -53,6 +53,41 @@ def test_ask_filters_by_source_and_language(client: TestClient) -> None:
     assert {(c["source"], c["lang"]) for c in answer["citations"]} == {("thread", "en")}
     bad = client.post("/v1/ask", json={"question": "x", "sources": ["blog"]})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+
+
+def test_the_answer_comes_in_the_requested_language_else_the_questions(client: TestClient) -> None:
+    english, chinese = QUESTIONS[0], QUESTIONS[2]
+    assert client.post("/v1/ask", json={"question": english}).json()["lang"] == "en"
+    assert client.post("/v1/ask", json={"question": chinese}).json()["lang"] == "zh"
+    for question, lang in ((english, "zh"), (chinese, "en")):
+        answer = client.post("/v1/ask", json={"question": question, "lang": lang}).json()
+        assert answer["lang"] == lang and answer["question"] == question
+        check_citations(answer, _document(client))
+        assert _stream(client, {"question": question, "lang": lang})["lang"] == lang
+
+
+@pytest.mark.parametrize("lang", ["fr", "EN", "", 1])
+def test_an_unknown_answer_language_is_a_json_422(client: TestClient, lang: object) -> None:
+    for path in ("/v1/ask", "/v1/ask/stream"):
+        response = client.post(path, json={"question": QUESTIONS[0], "lang": lang})
+        assert response.status_code == 422, (path, lang)
+        assert (
+            response.json()["error"]["code"] == "invalid_request"
+            and "lang" in response.json()["error"]["message"]
+        )
+
+
+def test_citations_say_whether_they_are_official_community_or_a_correction(client: TestClient) -> None:
+    seen = set()
+    for question in [*QUESTIONS, "NVMe root device after moving to C5"]:
+        for c in client.post("/v1/ask", json={"question": question}).json()["citations"]:
+            seen.add(c["label"])
+            assert c["label"] in {"official", "community", "correction"}
+            assert (c["label"] == "official") is (not c["community"]) is (c["source"] != "thread"), c
+            assert (c["corrects"] is not None) is (c["label"] == "correction"), c
+            if c["corrects"]:
+                assert set(c["corrects"]) == {"chunk_id", "author", "url"}
+    assert {"official", "community"} <= seen
 
 
 def test_search_ranks_hits(client: TestClient) -> None:
@@ -164,6 +199,20 @@ def test_question_too_long_says_what_the_limit_is(client: TestClient) -> None:
     message = client.post("/v1/ask", json={"question": "why " * 600}).json()["error"]["message"]
     assert "2400 characters" in message and "2000" in message
     assert client.post("/v1/ask", json={"question": "x" * 2000}).status_code == 200
+
+
+def test_the_question_limit_is_the_settings_one(make_client) -> None:  # type: ignore[no-untyped-def]
+    with make_client(max_question_chars=40) as c:
+        for path in ("/v1/ask", "/v1/ask/stream"):
+            response = c.post(path, json={"question": "x" * 41})
+            assert response.status_code == 422 and response.json()["error"]["code"] == "question_too_long"
+            assert (
+                "41 characters" in response.json()["error"]["message"]
+                and "40" in response.json()["error"]["message"]
+            )
+        assert c.post("/v1/ask", json={"question": "Which regions had C5 at launch?"}).status_code == 200
+        assert c.post("/v1/search", json={"query": "x" * 41}).status_code == 422
+        assert '{"maxQuestionChars": 40}' in c.get("/widget.js").text
 
 
 def test_malformed_json_is_invalid_request(client: TestClient) -> None:

@@ -144,7 +144,8 @@ def test_answer_streams_with_citations_that_open_the_marked_quote(site: str, pag
     sources = answer.locator(".sources li")
     assert answer.locator(".sources h3").inner_text().lower() == "sources" and sources.count() >= 1
     meta = sources.first.locator(".meta").inner_text()
-    assert "FAQ" in meta and "2017" in meta
+    assert "FAQ" in meta and "2017" in meta and "official source" in meta
+    assert answer.locator(".lang-tag").inner_text() == "EN"
     assert answer.get_attribute("aria-busy") == "false" and not answer.evaluate(
         "a => a.classList.contains('abstain')"
     )
@@ -158,7 +159,8 @@ def test_answer_streams_with_citations_that_open_the_marked_quote(site: str, pag
     source = opened.value
     source.wait_for_load_state()
     quote = source.locator("mark#kbq-quote")
-    assert quote.is_visible() and "three regions" in quote.inner_text()
+    cited = sources.first.locator(".quote").text_content()  # [1]'s quote, as the sources list shows it
+    assert quote.is_visible() and " ".join(quote.inner_text().split()) == " ".join(cited.split())
     assert in_viewport(source, "mark#kbq-quote")
     source.screenshot(path=ARTIFACTS / "widget-source-view.png")
 
@@ -282,6 +284,80 @@ def test_the_chinese_page_gets_chinese_ui_strings(site: str, page: Any) -> None:
     ask(page, "C5 在哪些区域可用?")
     assert page.locator(f"{WIDGET} .sources h3").first.inner_text() == "来源"
     page.screenshot(path=ARTIFACTS / "widget-zh.png")
+
+
+def _asked_bodies(page: Any) -> list[dict]:
+    bodies: list[dict] = []
+    page.on(
+        "request", lambda r: bodies.append(r.post_data_json) if r.url.endswith("/v1/ask/stream") else None
+    )
+    return bodies
+
+
+def test_the_answer_comes_in_the_pages_language_and_says_which(site: str, page: Any) -> None:
+    bodies = _asked_bodies(page)
+    open_widget(page, site + "/zh")
+    answer = ask(page, "Which regions had C5 at launch?").locator(".a")
+    assert bodies[-1]["lang"] == "zh" and bodies[-1]["client"] == "widget"
+    tag = answer.locator(".lang-tag")
+    assert tag.inner_text() == "中文" and tag.get_attribute("aria-label") == "回答语言: 中文"
+    assert answer.locator(".text").get_attribute("lang") == "zh"
+    open_widget(page, site + "/")
+    ask(page, "C5 在哪些区域可用?")
+    assert bodies[-1]["lang"] == "en"
+    assert page.locator(f"{WIDGET} .lang-tag").first.inner_text() == "EN"
+    page.screenshot(path=ARTIFACTS / "widget-answer-language.png")
+
+
+def _sse(*events: tuple[str, dict]) -> str:
+    return "".join(
+        f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n" for name, data in events
+    )
+
+
+def _cited(n: int, source: str, label: str, corrects: dict | None = None) -> dict:
+    return {
+        "n": n, "chunk_id": f"c{n}", "doc_id": "faq/c5-migration.en", "source": source, "title": f"Title {n}",
+        "section": "", "url": None, "author": None, "date": "2017-11-06", "lang": "en", "quote": f"quote {n}",
+        "start": 0, "end": 5, "score": 0.5, "community": label != "official", "label": label, "corrects": corrects,
+    }  # fmt: skip
+
+
+def test_sources_are_labelled_official_community_or_correction(site: str, page: Any) -> None:
+    wrong = {"chunk_id": "c0", "author": "alice", "url": "https://www.reddit.com/r/aws/comments/x/y/c0/"}
+    stream = _sse(
+        ("meta", {"id": "x1", "question": "q", "lang": "en"}),
+        ("citation", _cited(1, "faq", "official")),
+        ("citation", _cited(2, "thread", "community")),
+        ("citation", _cited(3, "thread", "correction", wrong)),
+        ("citation", _cited(4, "thread", "correction", {**wrong, "url": None})),
+        ("delta", {"text": "An answer [1][2][3][4]."}),
+        ("done", {"id": "x1", "confidence": 0.9, "abstained": False}),
+    )
+    page.route("**/v1/ask/stream", lambda route: route.fulfill(body=stream, content_type="text/event-stream"))
+    bare = '<!doctype html><html><body><script src="/widget.js"></script></body></html>'  # no language
+    page.route(site + "/bare", lambda route: route.fulfill(body=bare, content_type="text/html"))
+    bodies = _asked_bodies(page)
+    open_widget(page, site + "/bare")
+    sources = ask(page, "which regions?").locator(".sources li")
+    assert "lang" not in bodies[-1]  # no page language: kb answers in the question's
+    trust = [sources.nth(i).locator(".trust").inner_text() for i in range(4)]
+    assert trust == [
+        "official source",
+        "community report",
+        "community correction (corrects alice’s comment)",
+        "community correction (corrects alice’s comment)",
+    ]
+    link = sources.nth(2).locator(".trust a")
+    assert link.get_attribute("href") == wrong["url"] and link.get_attribute("rel") == "noopener"
+    assert sources.nth(3).locator(".trust a").count() == 0
+    page.screenshot(path=ARTIFACTS / "widget-source-labels.png")
+
+
+def test_the_question_box_takes_the_services_limit(private_settings: Settings, page: Any) -> None:
+    with serve(replace(private_settings, max_question_chars=120)) as url:
+        open_widget(page, url + "/")
+        assert shadow(page, "root => root.querySelector('textarea').maxLength") == 120
 
 
 def serve_as_own_origin(make: Callable[[str], Settings]):  # type: ignore[no-untyped-def]

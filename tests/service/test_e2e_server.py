@@ -60,7 +60,8 @@ def test_answers_over_http_cite_exactly_and_stream_the_same(private_settings: Se
 
 
 def test_reingest_while_serving_fails_no_request(private_settings: Settings) -> None:
-    settings = replace(private_settings, api_keys=(KEY,), reload_interval=0.0)
+    # as many requests as fit the re-ingest: no rate limit, which is not what this test is about
+    settings = replace(private_settings, api_keys=(KEY,), reload_interval=0.0, rate_limit_per_minute=100_000)
     faq = settings.corpus_dir / "faq" / "nitro-hypervisor.en.md"
     with serve(settings) as url, _client(url) as http:
         before = http.get("/healthz").json()["version"]

@@ -13,6 +13,7 @@ from kb.config import Settings
 from kb.store import IndexUnavailable
 from service.app import create_app
 from service.security import RateLimiter
+from service.state import app_state
 from tests.service.support import QUESTIONS, UNANSWERABLE
 
 ASK = {"question": QUESTIONS[0]}
@@ -134,6 +135,19 @@ def test_start_up_fails_clearly_without_an_index(tmp_path: Path) -> None:
         pass
 
 
+def test_an_app_given_a_knowledge_base_does_not_load_it_again(  # type: ignore[no-untyped-def]
+    api_settings: Settings, kb, monkeypatch
+) -> None:
+    from kb.knowledge import KnowledgeBase
+
+    def load_again(*_: object) -> None:
+        raise AssertionError("the index was loaded a second time")
+
+    monkeypatch.setattr(KnowledgeBase, "open", load_again)  # `kbq serve` opens it first, once
+    with TestClient(create_app(api_settings, kb)) as c:
+        assert app_state(c.app).kb is kb and c.post("/v1/ask", json=ASK).status_code == 200
+
+
 def test_unexpected_failures_are_json_and_do_not_leak(api_settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     app = create_app(api_settings)
     with TestClient(app, raise_server_exceptions=False) as c:
@@ -141,7 +155,7 @@ def test_unexpected_failures_are_json_and_do_not_leak(api_settings: Settings, mo
         def broken(*_: object, **__: object) -> None:
             raise RuntimeError("secret detail /etc/passwd")
 
-        monkeypatch.setattr(app.state.kb, "ask", broken)
+        monkeypatch.setattr(app_state(app).kb, "ask", broken)
         response = c.post("/v1/ask", json=ASK)
         assert response.status_code == 500
         assert response.json()["error"]["code"] == "internal" and "secret" not in response.text
@@ -149,6 +163,6 @@ def test_unexpected_failures_are_json_and_do_not_leak(api_settings: Settings, mo
         def gone(*_: object, **__: object) -> None:
             raise IndexUnavailable("index at x is corrupt: run `kbq ingest --rebuild`")
 
-        monkeypatch.setattr(app.state.kb, "search", gone)
+        monkeypatch.setattr(app_state(app).kb, "search", gone)
         response = c.post("/v1/search", json={"query": "nvme"})
         assert response.status_code == 503 and response.json()["error"]["code"] == "index_unavailable"

@@ -20,7 +20,8 @@ from service.app import create_app
 from service.slackbot import mount_slack
 from service.slackbot.blocks import MAX_BLOCKS, MAX_TEXT, answer_message
 from service.slackbot.bot import ANSWER_THREADS, Seen
-from service.slackbot.text import is_follow_up, plain_text, with_context
+from service.slackbot.text import is_follow_up, locale_lang, plain_text, with_context
+from service.state import app_state
 from tests.service.slack_support import (
     BOT_ID,
     BOT_USER,
@@ -118,8 +119,13 @@ def test_mention_is_answered_in_its_thread_with_linked_citations(
     (post,) = recorder.wait_for(POST)
     message = post.body
     assert message["channel"] == "C1" and message["thread_ts"] == event["ts"]
-    answer = client.app.state.store.answer(answer_id(message))  # type: ignore[attr-defined]
-    assert answer["question"] == ANSWERED and answer["client"] == "slack" and not answer["abstained"]
+    answer = app_state(client.app).store.answer(answer_id(message))
+    assert (
+        answer is not None
+        and answer["question"] == ANSWERED
+        and answer["client"] == "slack"
+        and not answer["abstained"]
+    )
     assert answer["citations"]
     sections = [b["text"]["text"] for b in message["blocks"] if b["type"] == "section"]
     links = re.findall(r"<([^|<>]+)\|\[(\d+)\]>", sections[0])
@@ -218,7 +224,52 @@ def test_follow_up_in_a_thread_uses_the_earlier_question(client: TestClient, rec
     assert replies.body["channel"] == "C1" and replies.body["ts"] == root
     combined = f"{earlier} what about Windows?"
     assert message["thread_ts"] == root and f"*Question:* {combined}" in blocks_text(message)
-    assert client.app.state.store.answer(answer_id(message))["question"] == combined  # type: ignore[attr-defined]
+    logged = app_state(client.app).store.answer(answer_id(message))
+    assert logged is not None and logged["question"] == combined
+
+
+def footer(message: dict[str, Any]) -> str:
+    return message["blocks"][-1]["elements"][0]["text"]
+
+
+def test_answers_come_in_the_askers_slack_locale(client: TestClient, recorder: Recorder) -> None:
+    recorder.responses["users.info"] = {"user": {"id": "UZH", "locale": "zh-CN"}}
+    send_event(client, direct_message(ANSWERED, user="UZH"))
+    message = recorder.wait_for(POST)[0].body
+    (info,) = recorder.to("/api/users.info")
+    assert info.body["user"] == "UZH" and info.body["include_locale"] in (True, "true", "1")
+    assert footer(message).startswith("`中文`")
+    send_event(client, direct_message("Why did AWS move from Xen to KVM?", user="UZH"))
+    assert footer(recorder.wait_for(POST, 2)[1].body).startswith("`中文`")
+    assert len(recorder.to("/api/users.info")) == 1  # the locale is remembered
+
+
+def test_without_a_locale_the_answer_is_in_the_questions_language(
+    client: TestClient, recorder: Recorder
+) -> None:
+    recorder.responses["users.info"] = {"ok": False, "error": "missing_scope"}
+    send_event(client, direct_message("换到 C5 后根盘为什么变成 /dev/nvme0n1?", user="UNOSCOPE"))
+    assert footer(recorder.wait_for(POST)[0].body).startswith("`中文`")
+    send_event(client, mention(ANSWERED, user="UNOSCOPE2"))
+    assert footer(recorder.wait_for(POST, 2)[1].body).startswith("`EN`")
+
+
+def test_a_locale_in_the_payload_is_used_without_asking_slack(client: TestClient, recorder: Recorder) -> None:
+    send(
+        client, "/slack/commands", command_body(ANSWERED, recorder.url + "/response/zh", locale="zh-CN"), FORM
+    )
+    assert footer(recorder.wait_for("/response/zh")[0].body).startswith("`中文`")
+    assert recorder.to("/api/users.info") == []
+
+
+def test_the_question_limit_is_the_settings_one(
+    client: TestClient, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = app_state(client.app).slack
+    assert bot is not None
+    monkeypatch.setattr(bot, "settings", replace(bot.settings, max_question_chars=20))
+    send_event(client, direct_message("x" * 21))
+    assert "21 characters; the limit is 20" in recorder.wait_for(POST)[0].body["text"]
 
 
 def test_retries_are_acknowledged_and_not_answered_again(client: TestClient, recorder: Recorder) -> None:
@@ -270,7 +321,7 @@ def test_feedback_buttons_land_in_the_feedback_store(
     assert send(client, "/slack/interactions", body, FORM).status_code == 200
     (thanks,) = recorder.wait_for("/response/vote")
     assert thanks.body["response_type"] == "ephemeral" and thanks.body["replace_original"] is False
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = app_state(client.app).store
     row = next(r for r in store.recent(200) if r["id"] == aid)
     assert (row["up"], row["down"]) == ((1, 0) if helpful else (0, 1))
 
@@ -307,7 +358,7 @@ def test_without_slack_settings_nothing_is_mounted(indexed_settings: Settings) -
 # -- the pure parts
 
 
-def _citation(n: int, source: str = "faq") -> Citation:
+def _citation(n: int, source: str = "faq", **fields: Any) -> Citation:
     return Citation(
         n=n,
         chunk_id=f"c{n}",
@@ -323,7 +374,11 @@ def _citation(n: int, source: str = "faq") -> Citation:
         start=10 * n,
         end=10 * n + 5,
         score=0.5,
-        community=source == "thread",
+        **{
+            "community": source == "thread",
+            "label": "community" if source == "thread" else "official",
+            **fields,
+        },
     )
 
 
@@ -332,6 +387,7 @@ def test_long_answers_stay_within_block_kit_limits() -> None:
     answer = Answer(
         id="a1",
         question="<&>" * 666,
+        lang="en",
         answer=sentence,
         abstained=False,
         confidence=0.8,
@@ -349,6 +405,50 @@ def test_long_answers_stay_within_block_kit_limits() -> None:
     assert f"<{PUBLIC}/docs/faq/c5-migration.en?start=10&amp;end=15|[1]>" in first
     assert "community report" in json.dumps(message["blocks"])
     assert "more passages" in json.dumps(message["blocks"])
+
+
+def test_answers_show_their_language_and_what_kind_of_source_each_citation_is() -> None:
+    corrected = {
+        "chunk_id": "c0",
+        "author": "old<user>",
+        "url": "https://www.reddit.com/r/aws/comments/x/y/c0/",
+    }
+    citations = (
+        _citation(1),
+        _citation(2, "thread"),
+        _citation(3, "thread", label="correction", corrects=corrected),
+        _citation(4, "thread", label="correction", corrects={**corrected, "url": None}),
+    )
+    answer = Answer(
+        id="a2",
+        question="C5 在哪些区域可用?",
+        lang="zh",
+        answer="三个区域 [1][2][3][4]。",
+        abstained=False,
+        confidence=0.9,
+        citations=citations,
+    )
+    blocks = answer_message(answer, PUBLIC)["blocks"]
+    heads = [
+        b["elements"][0]["text"]
+        for b in blocks
+        if b["type"] == "context" and "*[" in b["elements"][0]["text"]
+    ]
+    assert heads[0].endswith("· FAQ · official source · 2017-11-06")
+    assert "· thread comment · community report ·" in heads[1]
+    assert f"· correction of <{corrected['url']}|old&lt;user&gt;’s comment> ·" in heads[2]
+    assert "· correction ·" in heads[3] and "<https://www.reddit.com/r/aws/comments/x/y/c0/" not in heads[3]
+    assert blocks[-1]["elements"][0]["text"].startswith("`中文` · confidence 0.90")
+    english = replace(answer, lang="en", citations=citations[:1])
+    assert answer_message(english, PUBLIC)["blocks"][-1]["elements"][0]["text"].startswith("`EN` ·")
+
+
+@pytest.mark.parametrize(
+    ("locale", "lang"),
+    [("zh-CN", "zh"), ("zh-TW", "zh"), ("en-GB", "en"), ("ja-JP", None), ("", None), (None, None)],
+)
+def test_slack_locales_name_an_answer_language(locale: str | None, lang: str | None) -> None:
+    assert locale_lang(locale) == lang
 
 
 @pytest.mark.parametrize(
@@ -417,9 +517,10 @@ def test_channel_messages_are_not_questions_but_mentions_in_them_are(
 def test_acks_are_immediate_while_answers_are_busy(
     client: TestClient, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bot, release = client.app.state.slack, threading.Event()  # type: ignore[attr-defined]
+    bot, release = app_state(client.app).slack, threading.Event()
+    assert bot is not None
     answer_for = bot.message_for
-    monkeypatch.setattr(bot, "message_for", lambda q: release.wait(10) and answer_for(q))
+    monkeypatch.setattr(bot, "message_for", lambda *args: release.wait(10) and answer_for(*args))
     try:
         for _ in range(ANSWER_THREADS + 2):  # every answering thread busy, and a queue
             send_event(client, direct_message(ANSWERED))

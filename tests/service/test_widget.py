@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kb.config import Settings
+from service.state import app_state
 from service.widget.source_view import render_blocks
 from service.widget.tokens import TokenError, WidgetTokens
 from tests.service.support import QUESTIONS, assemble, parse_sse
@@ -55,6 +56,8 @@ def test_widget_js_is_one_self_contained_script(client: TestClient) -> None:
     assert '/*kbq:css*/""' not in script and ":host" in script  # the stylesheet is inlined
     for forbidden in ("eval(", "new Function", "innerHTML", 'setAttribute("style"'):
         assert forbidden not in script
+    assert '{"maxQuestionChars": 2000}' in script and "/*kbq:config*/" not in script  # the service's limit
+    assert "/*kbq:strings*/{}" not in script and '"launcher": "问 kbq"' in script  # both languages' strings
 
 
 def test_token_endpoint_needs_an_api_key_and_an_allowed_origin(keyed: TestClient) -> None:
@@ -93,7 +96,7 @@ def _tampered(token: str) -> list[str]:
 
 def test_missing_expired_tampered_or_misplaced_tokens_are_401(keyed: TestClient) -> None:
     token = _token(keyed)
-    tokens: WidgetTokens = keyed.app.state.widget_tokens  # type: ignore[attr-defined]
+    tokens = app_state(keyed.app).tokens
     expired = tokens.issue(WIKI, now=time.time() - tokens.ttl - 1)
     refused = [
         {"Origin": WIKI},
