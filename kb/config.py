@@ -11,6 +11,8 @@ from pathlib import Path
 
 DEFAULT_MODEL = "use+minilm"
 MAX_QUESTION_CHARS = 2000  # the default question length limit (KB_MAX_QUESTION_CHARS)
+WIDGET_TOKEN_TTL = 600  # seconds a widget token lives, and the longest lifetime one may claim
+INGEST_LOCK_TIMEOUT = 600.0  # seconds an ingest waits for another to finish (a full rebuild here takes ~40 s)
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,20 @@ class Settings:
     log_level: str = "warning"
     service_url: str = ""  # `kbq ask` asks this running service instead of a local index
     service_api_key: str = ""  # the API key `kbq ask` sends to service_url
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For/-Proto are believed (IPs or CIDRs)
+    workers: int = 1  # server processes; more than one keeps rate limits in rate_limit_db
+    widget_token_ttl: int = WIDGET_TOKEN_TTL
+    public_endpoints: tuple[str, ...] = ()  # "docs", "metrics": open even when API keys are set
+    ingest_lock_timeout: float = INGEST_LOCK_TIMEOUT
 
     @property
     def feedback_db(self) -> Path:
         return self.index_dir.parent / "answers.sqlite3"
+
+    @property
+    def rate_limit_db(self) -> Path:
+        """The rate-limit table the workers of one server share (only used with more than one worker)."""
+        return self.index_dir.parent / "ratelimit.sqlite3"
 
     @property
     def model_cache_dir(self) -> Path:
@@ -71,5 +83,10 @@ class Settings:
             log_level=env.get("KB_LOG_LEVEL", "") or "warning",
             service_url=env.get("KBQ_URL", ""),
             service_api_key=env.get("KBQ_API_KEY", ""),
+            trusted_proxies=items("KB_TRUSTED_PROXIES"),
+            workers=max(1, int(env.get("KB_WORKERS", "") or 1)),
+            widget_token_ttl=int(env.get("KB_WIDGET_TOKEN_TTL", "") or WIDGET_TOKEN_TTL),
+            public_endpoints=items("KB_PUBLIC_ENDPOINTS"),
+            ingest_lock_timeout=float(env.get("KB_INGEST_LOCK_TIMEOUT", "") or INGEST_LOCK_TIMEOUT),
         )
         return replace(settings, **overrides)  # type: ignore[arg-type]

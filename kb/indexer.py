@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.config import INGEST_LOCK_TIMEOUT
 from kb.dense import DenseIndex
 from kb.embed import Embedder
 from kb.fsutil import exclusive_lock, install_link
@@ -37,7 +38,6 @@ from kb.tuning import INDEX
 from kb.types import Chunk, Document
 
 KEEP_VERSIONS = 3
-LOCK_TIMEOUT = 600.0  # seconds an ingest waits for another to finish (a full rebuild here takes ~40 s)
 TMP_PREFIX = ".tmp-"  # a version being written; one left behind by a crash is removed by the next writer
 
 
@@ -79,7 +79,7 @@ def update_index(
     parser_version: str = "",
     rebuild: bool = False,
     progress: Callable[[int, int], None] | None = None,
-    lock_timeout: float = LOCK_TIMEOUT,
+    lock_timeout: float = INGEST_LOCK_TIMEOUT,
     on_wait: Callable[[str], None] | None = None,
 ) -> UpdateReport:
     """Bring the index in line with ``sources``: embed only added or changed documents, drop
@@ -279,7 +279,7 @@ def _remove_leftovers(index_dir: Path) -> None:
 
 
 def writer_lock(
-    index_dir: Path, timeout: float = LOCK_TIMEOUT, on_wait: Callable[[str], None] | None = None
+    index_dir: Path, timeout: float = INGEST_LOCK_TIMEOUT, on_wait: Callable[[str], None] | None = None
 ) -> AbstractContextManager[None]:
     """The lock every writer of ``index_dir`` holds: ``index.lock`` beside it."""
     lock = index_dir.parent / f"{index_dir.name}.lock"

@@ -47,6 +47,7 @@ def build_index(
         parser_version,
         rebuild,
         progress,
+        lock_timeout=settings.ingest_lock_timeout,
         on_wait=on_wait,
     )
 

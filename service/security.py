@@ -1,13 +1,10 @@
-"""API keys, a per-caller token-bucket rate limit and a request body size limit."""
+"""API keys and a request body size limit. (The rate limit is service/ratelimit.py.)"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import math
-import threading
-import time
-from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,47 +22,6 @@ def valid_key(presented: str | None, keys: tuple[str, ...]) -> bool:
         return False
     matches = [hmac.compare_digest(presented.encode(), key.encode()) for key in keys]
     return any(matches)
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class RateLimiter:
-    """``per_minute`` requests a minute per caller, with bursts up to the same number."""
-
-    def __init__(self, per_minute: int, max_callers: int = 10_000) -> None:
-        self.capacity = float(max(1, per_minute))
-        self.rate = self.capacity / 60.0
-        self.max_callers = max_callers
-        self._buckets: dict[str, _Bucket] = {}
-        self._lock = threading.Lock()
-
-    def take(self, caller: str, now: float | None = None) -> float:
-        """Spend one token; returns 0 when allowed, else the seconds until a token is available."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            bucket = self._buckets.get(caller)
-            if bucket is None:
-                self._forget_idle(now)
-                bucket = self._buckets[caller] = _Bucket(self.capacity, now)
-            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate)
-            bucket.updated = now
-            if bucket.tokens >= 1.0:
-                bucket.tokens -= 1.0
-                return 0.0
-            return (1.0 - bucket.tokens) / self.rate
-
-    def _forget_idle(self, now: float) -> None:
-        if len(self._buckets) < self.max_callers:
-            return
-        full = [
-            k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.capacity
-        ]
-        for k in full:
-            del self._buckets[k]
 
 
 def retry_after(seconds: float) -> str:

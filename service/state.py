@@ -20,7 +20,7 @@ from kb.store import IndexUnavailable
 from kb.types import Answer
 from service.feedback import FeedbackStore, ask_logged
 from service.metrics import Metrics
-from service.security import RateLimiter
+from service.ratelimit import RateLimiter
 from service.widget.tokens import WidgetTokens
 
 if TYPE_CHECKING:  # FAISS and slack-bolt load when they are used, not when this module is imported
@@ -42,7 +42,7 @@ class AppState:
 
     @classmethod
     def build(cls, settings: Settings, kb: KnowledgeBase | None = None) -> AppState:
-        limiter = RateLimiter(settings.rate_limit_per_minute)
+        limiter = RateLimiter.from_settings(settings)
         return cls(settings, Metrics(), limiter, WidgetTokens.from_settings(settings), _kb=kb)
 
     def open(self) -> None:

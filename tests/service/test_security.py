@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from kb.config import Settings
 from kb.store import IndexUnavailable
 from service.app import create_app
-from service.security import RateLimiter
+from service.ratelimit import RateLimiter
 from service.state import app_state
 from tests.service.support import QUESTIONS, UNANSWERABLE
 
