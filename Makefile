@@ -40,9 +40,13 @@ eval: index
 	$(BIN)/kbq eval
 
 bench: index
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m benchmarks.profile
 	$(BIN)/python -m benchmarks.cold_ask
 	$(BIN)/python -m benchmarks.warm
+	$(BIN)/python -m benchmarks.minilm
 	$(BIN)/python -m benchmarks.http_latency
+	$(BIN)/python -m benchmarks.naive_langchain
 
 clean:
 	rm -rf .kbq

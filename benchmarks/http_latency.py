@@ -1,16 +1,21 @@
-"""HTTP latency of POST /v1/ask against the in-process ``kb.ask`` call, at concurrency 1, 8 and 32.
+"""HTTP latency and throughput of POST /v1/ask against the in-process ``kb.ask`` call, at concurrency 1, 8
+and 32, with one server worker and with one per CPU core.
 
     python -m benchmarks.http_latency            # temp index built from corpus/
     KB_INDEX_DIR=.kbq/index python -m benchmarks.http_latency
+    python -m benchmarks.http_latency --workers 1 2 4
 
-The server is a real uvicorn process on 127.0.0.1 serving a temporary copy of the index (so the answer log
-it writes never lands beside a real index). Only loopback traffic. Prints a Markdown table.
+The server is a real ``kbq serve --workers N`` on 127.0.0.1 serving a temporary copy of the index (so the
+answer log it writes never lands beside a real index). Only loopback traffic; the load generator runs on
+the same two cores as the server, so it takes a share of them. Prints a Markdown table.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -68,7 +73,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(settings: Settings) -> Iterator[str]:
+def server(settings: Settings, workers: int) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
@@ -77,41 +82,44 @@ def server(settings: Settings) -> Iterator[str]:
         "KB_RATE_LIMIT": str(10**9),
         "KB_API_KEYS": "",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "service.app:app_from_env",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    proc = subprocess.Popen(cmd, env=env)
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+        deadline = time.monotonic() + 120
+        while not _serving(url, workers):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the kbq server did not start")
-            time.sleep(0.1)
+            time.sleep(0.2)
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=15)
+        proc.wait(timeout=30)
+
+
+def _serving(url: str, workers: int) -> bool:
+    """Up, and with several workers, more than one answering: each counts its own requests in /metrics, so
+    a counter below the number of requests made shows another worker took some (new connections each)."""
+    seen = []
+    try:
+        for _ in range(20):
+            if httpx.get(f"{url}/healthz", timeout=2).status_code != 200:
+                return False
+            if workers == 1:
+                return True
+            found = re.search(
+                r'route="/metrics",status="200"} (\S+)', httpx.get(f"{url}/metrics", timeout=2).text
+            )
+            seen.append(int(float(found.group(1))) if found else 0)
+            if len(seen) > 2 and max(seen) < len(seen):
+                return True
+    except httpx.TransportError:
+        pass
+    return False
 
 
 async def http_load(
-    url: str, concurrency: int, total: int, path: str = "/v1/ask"
+    url: str, concurrency: int, total: int, path: str = "/v1/ask", caller: str = "bench"
 ) -> tuple[list[float], float]:
     """``total`` requests from ``concurrency`` workers; returns per-request seconds and wall-clock seconds."""
     latencies: list[float] = []
@@ -122,7 +130,7 @@ async def http_load(
         async def request(i: int) -> httpx.Response:
             if path != "/v1/ask":
                 return await client.get(path)
-            body = {"question": QUESTIONS[i % len(QUESTIONS)], "client": f"bench-c{concurrency}"}
+            body = {"question": QUESTIONS[i % len(QUESTIONS)], "client": caller}
             return await client.post(path, json=body)
 
         async def worker() -> None:
@@ -149,10 +157,10 @@ def in_process(settings: Settings, total: int) -> tuple[list[float], float]:
     return latencies, time.perf_counter() - started
 
 
-def server_side_ms(settings: Settings, concurrency: int) -> float:
+def server_side_ms(settings: Settings, client: str) -> float:
     """p50 of kb.ask as timed inside the server, read from the answer log it wrote."""
     with closing(sqlite3.connect(settings.feedback_db)) as db:
-        rows = db.execute("SELECT latency_ms FROM answers WHERE client = ?", (f"bench-c{concurrency}",))
+        rows = db.execute("SELECT latency_ms FROM answers WHERE client = ?", (client,))
         return float(np.percentile([r[0] for r in rows], 50))
 
 
@@ -166,35 +174,44 @@ def row(name: str, concurrency: int, run: tuple[list[float], float], inside: flo
     return name, concurrency, p50, p99, len(ms) / wall, inside
 
 
-def measure(settings: Settings) -> list[Row]:
-    # in-process runs before and after the server's, so neither side alone pays for a busy moment
+def measure(settings: Settings, workers: list[int]) -> list[Row]:
+    # in-process runs before and after the servers', so neither side alone pays for a busy moment
     rows = [row("in-process kb.ask (before)", 1, in_process(settings, REQUESTS))]
-    with server(settings) as url:
-        asyncio.run(http_load(url, 4, WARMUP))
-        rows.append(
-            row("HTTP GET /healthz (no kb work)", 1, asyncio.run(http_load(url, 1, REQUESTS, "/healthz")))
-        )
-        for c in CONCURRENCY:
+    for n in workers:
+        with server(settings, n) as url:
+            asyncio.run(http_load(url, 4, WARMUP))
+            label = f"{n} worker{'s' if n > 1 else ''}"
             rows.append(
-                row(
-                    "HTTP POST /v1/ask",
-                    c,
-                    asyncio.run(http_load(url, c, REQUESTS)),
-                    server_side_ms(settings, c),
-                )
+                row(f"HTTP GET /healthz, {label}", 1, asyncio.run(http_load(url, 1, REQUESTS, "/healthz")))
             )
+            for c in CONCURRENCY:
+                client = f"bench-w{n}-c{c}"
+                rows.append(
+                    row(
+                        f"HTTP POST /v1/ask, {label}",
+                        c,
+                        asyncio.run(http_load(url, c, REQUESTS, caller=client)),
+                        server_side_ms(settings, client),
+                    )
+                )
     rows.append(row("in-process kb.ask (after)", 1, in_process(settings, REQUESTS)))
     return rows
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    cores = os.cpu_count() or 1
+    parser.add_argument("--workers", type=int, nargs="+", default=sorted({1, cores}), help="server workers")
+    args = parser.parse_args()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="kbq-bench-") as tmp:
-        rows = measure(prepare_index(Path(tmp)))
+        rows = measure(prepare_index(Path(tmp)), args.workers)
     base = min(r[2] for r in rows if r[0].startswith("in-process"))  # the faster one: no flattering ratios
     print(
-        f"{REQUESTS} requests per row, {len(QUESTIONS)} questions (en + zh, one unanswerable), one uvicorn "
-        f"worker on 127.0.0.1; {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before and "
+        f"{REQUESTS} requests per row, {len(QUESTIONS)} questions (en + zh, one unanswerable), `kbq serve` on "
+        f"127.0.0.1; {cores} CPUs, 1-min load average {load_before:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after\n"
     )
     print(

@@ -6,8 +6,8 @@
 Stages are timed by wrapping the functions that do them (nothing in kb/ knows it is being timed); each
 stage's time is exclusive: a wrapped call inside another counts for the inner stage only. CPU time is
 ``time.process_time`` (all threads of the process), wall time ``time.perf_counter``; "other" is what
-``kb.ask`` spends outside every named stage. ``calls/ask`` shows how often a stage runs per question:
-each question embedder must run once.
+``kb.ask`` spends outside every named stage. ``calls / ask`` counts the first function of each stage per
+question: each question embedder must run once.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class StageClock:
         self.calls: dict[str, int] = defaultdict(int)
         self._stack: list[list[float]] = []  # per open call: [child wall, child cpu]
 
-    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(self, stage: str, fn: Callable[..., Any], counted: bool = True) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
             self._stack.append([0.0, 0.0])
             wall, cpu = time.perf_counter(), time.process_time()
@@ -59,7 +59,7 @@ class StageClock:
                 child_wall, child_cpu = self._stack.pop()
                 self.wall[stage] += wall - child_wall
                 self.cpu[stage] += cpu - child_cpu
-                self.calls[stage] += 1
+                self.calls[stage] += counted
                 if self._stack:
                     self._stack[-1][0] += wall
                     self._stack[-1][1] += cpu
@@ -94,9 +94,11 @@ def _hooks(kb: KnowledgeBase) -> list[tuple[str, object, str]]:
 @contextmanager
 def installed(clock: StageClock, kb: KnowledgeBase) -> Iterator[None]:
     saved = []
+    counted: set[str] = set()  # calls / ask counts the first function of each stage
     for stage, owner, attr in _hooks(kb):
         saved.append((owner, attr, owner.__dict__.get(attr, _MISSING)))
-        object.__setattr__(owner, attr, clock.wrap(stage, getattr(owner, attr)))
+        object.__setattr__(owner, attr, clock.wrap(stage, getattr(owner, attr), stage not in counted))
+        counted.add(stage)
     try:
         yield
     finally:
@@ -110,7 +112,9 @@ def installed(clock: StageClock, kb: KnowledgeBase) -> Iterator[None]:
 _MISSING = object()
 
 
-def profile(kb: KnowledgeBase, questions: list[str], rounds: int) -> tuple[StageClock, list[float], list[float]]:
+def profile(
+    kb: KnowledgeBase, questions: list[str], rounds: int
+) -> tuple[StageClock, list[float], list[float]]:
     """Stage times over ``rounds`` passes, and per-question CPU / wall ms of plain (unwrapped) asks."""
     for q in questions[:20]:
         kb.ask(q)  # warm-up: models loaded, caches filled
@@ -132,7 +136,9 @@ def profile(kb: KnowledgeBase, questions: list[str], rounds: int) -> tuple[Stage
 def table(clock: StageClock, asks: int) -> list[tuple[str, float, float, float]]:
     """(stage, CPU ms per ask, wall ms per ask, calls per ask), in pipeline order, then other."""
     names = [s for s in STAGES if s in clock.calls] + [s for s in clock.calls if s not in STAGES]
-    return [(s, clock.cpu[s] * 1000 / asks, clock.wall[s] * 1000 / asks, clock.calls[s] / asks) for s in names]
+    return [
+        (s, clock.cpu[s] * 1000 / asks, clock.wall[s] * 1000 / asks, clock.calls[s] / asks) for s in names
+    ]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -141,7 +147,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--split", default="test", help="golden split to ask (tune, test or all)")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the questions for the stage table")
     args = parser.parse_args()

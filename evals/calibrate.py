@@ -102,7 +102,10 @@ def provenance(items: Sequence[Item], cv: dict[str, float]) -> dict[str, object]
 
 def _commit() -> str:
     """The commit the calibration was fitted at, with ``+changes`` when tracked files differ from it."""
-    head, changes = _git("rev-parse", "--short", "HEAD"), _git("status", "--porcelain", "--untracked-files=no")
+    head, changes = (
+        _git("rev-parse", "--short", "HEAD"),
+        _git("status", "--porcelain", "--untracked-files=no"),
+    )
     if head is None:
         return "unknown"
     return head + ("+changes" if changes else "")

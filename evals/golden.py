@@ -68,5 +68,7 @@ def relevant_chunks(item: Item, documents: dict[str, Document], chunks: list[Chu
     # an FAQ entry's twin in the other language says the same, so it is as relevant
     twins = {(c.doc_id.rsplit(".", 1)[0], c.origin.entry_key) for c in named if c.origin.entry_key}
     return {c.chunk_id for c in named} | {
-        c.chunk_id for c in chunks if c.origin.entry_key and (c.doc_id.rsplit(".", 1)[0], c.origin.entry_key) in twins
+        c.chunk_id
+        for c in chunks
+        if c.origin.entry_key and (c.doc_id.rsplit(".", 1)[0], c.origin.entry_key) in twins
     }

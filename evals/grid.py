@@ -47,7 +47,9 @@ def run_grid(kb: KnowledgeBase, items: Sequence[Item], out: TextIO) -> None:
     drafts = run(kb, list(items))
     for name, values in ANSWER_GRID.items():
         rows = [(v, _answers(kb, items, drafts, replace(ANSWERING, **{name: v}))) for v in values]
-        _print(out, name, getattr(ANSWERING, name), rows, ("score", "support", "abstain P", "abstain R", "lang"))
+        _print(
+            out, name, getattr(ANSWERING, name), rows, ("score", "support", "abstain P", "abstain R", "lang")
+        )
 
 
 def _fusion(name: str, value: Any) -> Fusion:
@@ -74,13 +76,18 @@ def _retrieval(kb: KnowledgeBase, items: Sequence[Item], fusion: Fusion) -> dict
     for item in items:
         relevant = relevant_chunks(item, base.index.documents, base.index.chunks)
         ranked.append([h.chunk.chunk_id in relevant for h in retriever.search(item.question, k=10)])
-    return {"recall@5": mean(success_at(r, 5) for r in ranked), "mrr": mean(reciprocal_rank(r) for r in ranked)}
+    return {
+        "recall@5": mean(success_at(r, 5) for r in ranked),
+        "mrr": mean(reciprocal_rank(r) for r in ranked),
+    }
 
 
 def _answers(
     kb: KnowledgeBase, items: Sequence[Item], drafts: Sequence[Result], answering: Answering
 ) -> dict[str, float]:
-    answerer = Answerer(kb.answerer.retriever, kb.answerer.calibration, kb.answerer.max_question_chars, answering)
+    answerer = Answerer(
+        kb.answerer.retriever, kb.answerer.calibration, kb.answerer.max_question_chars, answering
+    )
     if answering.candidate_chunks != ANSWERING.candidate_chunks:  # changes the drafts themselves
         results = _rerun(answerer, kb, items)
     else:

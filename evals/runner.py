@@ -79,9 +79,7 @@ def run(kb: KnowledgeBase, items: list[Item], calibration: Calibration | None = 
     return results
 
 
-def judge(
-    item: Item, draft: Draft, ranked: list[bool], n_relevant: int, answer: Answer, documents
-) -> Result:
+def judge(item: Item, draft: Draft, ranked: list[bool], n_relevant: int, answer: Answer, documents) -> Result:
     evidence = answer.answer + " " + " ".join(c.quote for c in answer.citations)
     supported = item.answerable and not answer.abstained and supports(evidence, item.must_contain)
     valid = all(verify(c, documents) for c in answer.citations) and markers_resolve(
@@ -175,7 +173,9 @@ def _cell(column: str, value: float) -> str:
     return str(int(value)) if column == "forbidden" else f"{value:.3f}"
 
 
-def check_baseline(metrics: dict[str, dict[str, float]], baseline: dict, tolerance: float = 0.005) -> list[str]:
+def check_baseline(
+    metrics: dict[str, dict[str, float]], baseline: dict, tolerance: float = 0.005
+) -> list[str]:
     """Metrics that fell below the recorded baseline (``forbidden`` may not rise)."""
     drops = []
     for group, values in baseline.items():
@@ -192,15 +192,22 @@ def check_baseline(metrics: dict[str, dict[str, float]], baseline: dict, toleran
 def calibrate(kb: KnowledgeBase, results: list[Result], out=sys.stdout) -> list[Result]:
     """Fit on ``tune`` only (5-fold figures first), store with provenance, re-answer everything."""
     tune = [r for r in results if r.item.split == "tune"]
-    print("tune, cross-validated (5-fold: each question answered by a calibration fitted without it)", file=out)
+    print(
+        "tune, cross-validated (5-fold: each question answered by a calibration fitted without it)", file=out
+    )
     cv = by_group(cross_validated(tune, kb, calibration_score))
     print(table(cv) + "\n", file=out)
     fitted = fit_calibration(tune, kb, calibration_score)
     cv_all = {k: v for k, v in cv["tune/all"].items() if k != "n"}
-    calibration = Calibration(fitted.ranker, fitted.confidence, fitted.threshold, provenance([r.item for r in tune], cv_all))
+    calibration = Calibration(
+        fitted.ranker, fitted.confidence, fitted.threshold, provenance([r.item for r in tune], cv_all)
+    )
     models = list(kb.answerer.retriever.embedders)
     calibration.save(models)
-    print(f"wrote {CALIBRATION_FILE} for {calibration_key(models)} (threshold {calibration.threshold})", file=out)
+    print(
+        f"wrote {CALIBRATION_FILE} for {calibration_key(models)} (threshold {calibration.threshold})",
+        file=out,
+    )
     return refinish(kb, results, calibration)
 
 
@@ -254,7 +261,8 @@ def report_data(results: Sequence[Result], metrics: dict, buckets: list[tuple[st
     misses = [
         {"id": r.item.id, "split": r.item.split, "question": r.item.question, "answer": r.answer.answer}
         for r in results
-        if (r.item.answerable and not r.supported) or (not r.item.answerable and not r.answer.abstained)
+        if (r.item.answerable and not r.supported)
+        or (not r.item.answerable and not r.answer.abstained)
         or r.forbidden
     ]
     reliability = [

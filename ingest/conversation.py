@@ -49,7 +49,9 @@ _SELF = re.compile(
 # A short first sentence that denies ("公开 API 没变。", "Not on C5."): a contradiction wherever the denial stands.
 _DENIES = re.compile(r"没变|没有变|不是|没有|并非|\b(isn'?t|doesn'?t|wasn'?t|didn'?t|not|never)\b", re.I)
 SHORT_DENIAL_CHARS = 24
-_AGREES = re.compile(r"^\W*(\+1|same\b|agreed?\b|confirmed\b|yep\b|yes\b|exactly\b|同意|\+1|对的|确实|没错)", re.I)
+_AGREES = re.compile(
+    r"^\W*(\+1|same\b|agreed?\b|confirmed\b|yep\b|yes\b|exactly\b|同意|\+1|对的|确实|没错)", re.I
+)
 _MENTION = re.compile(r"(?:\bu/|@)([A-Za-z0-9_-]{3,})")
 _QUOTE = re.compile(r"^[ \t]*>[ \t]?(.+)$", re.M)
 _QUESTION_END = re.compile(r"[?？][\s\"'”’)）]*$")

@@ -100,7 +100,9 @@ class Answerer:
         answer's language, by default the question's."""
         question = check_question(question, self.max_question_chars)
         signals = self.retriever.signals(question)
-        hits = self.retriever.search(question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals)
+        hits = self.retriever.search(
+            question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals
+        )
         terms = set(tokenize(question))
         unknown = sum(t not in self._stated for t in terms) / len(terms) if terms else 0.0
         missing_name = float(any(not mentions(name, self._stated) for name in named_terms(question)))
@@ -149,7 +151,10 @@ class Answerer:
         best_score, best = scored[0]
         chosen = [best]
         for score, cand in scored[1:]:
-            if len(chosen) >= self.answering.max_sentences or score < self.answering.neighbour_share * best_score:
+            if (
+                len(chosen) >= self.answering.max_sentences
+                or score < self.answering.neighbour_share * best_score
+            ):
                 break
             if best.official and not cand.official:
                 continue  # community reports only for what official sources do not cover
@@ -223,7 +228,9 @@ class Answerer:
             citation = self._citation(len(citations) + 1, cand, draft.hits)
             if verify(citation, index.documents):
                 citations.append(citation)
-        return Answer(answer_id, draft.question, ABSTAIN[draft.lang], True, confidence, tuple(citations), draft.lang)
+        return Answer(
+            answer_id, draft.question, ABSTAIN[draft.lang], True, confidence, tuple(citations), draft.lang
+        )
 
 
 def _span(citation: Citation) -> tuple[str, int, int]:

@@ -28,15 +28,26 @@ WORD = re.compile(r"(?<![\w.\-])-{0,2}[A-Za-z0-9][\w.\-]*", re.ASCII)
 # sentences about the topic that hold none of these.
 ASKS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
     "price": (
-        re.compile(r"\b(price|pricing|cost|costs|how much does|per hour|hourly)\b|多少钱|价格|价钱|费用|单价|收费", re.I),
+        re.compile(
+            r"\b(price|pricing|cost|costs|how much does|per hour|hourly)\b|多少钱|价格|价钱|费用|单价|收费",
+            re.I,
+        ),
         re.compile(r"[$¥€£]|\b(usd|dollars?|cents?)\b|美元|元|美分", re.I),
     ),
     "date": (
-        re.compile(r"\b(when|what (year|date|day|month)|since when|how long ago)\b|哪天|哪一天|何时|什么时候|哪年|哪一年|几月", re.I),
-        re.compile(r"\b(1[89]|20)\d\d\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|\d+\s*月", re.I),
+        re.compile(
+            r"\b(when|what (year|date|day|month)|since when|how long ago)\b|哪天|哪一天|何时|什么时候|哪年|哪一年|几月",
+            re.I,
+        ),
+        re.compile(
+            r"\b(1[89]|20)\d\d\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|\d+\s*月", re.I
+        ),
     ),
     "quantity": (
-        re.compile(r"\b(how (many|much|big|fast|long|large)|maximum|minimum|limit|number of)\b|多少|几[个台块种天年核路]|多大|多快|多久|上限|最多|最大", re.I),
+        re.compile(
+            r"\b(how (many|much|big|fast|long|large)|maximum|minimum|limit|number of)\b|多少|几[个台块种天年核路]|多大|多快|多久|上限|最多|最大",
+            re.I,
+        ),
         re.compile(r"\d"),
     ),
 }
@@ -100,8 +111,19 @@ class Featuriser:
         self.retriever = retriever
         self.answering = answering
         self.sentences_by_row = sentences_by_row
+        self._terms: dict[str, frozenset[str]] = {}  # index texts' token sets, by text
 
-    def candidates(self, question: str, signals: Signals, hits: list[Hit], answer_lang: str) -> list[Candidate]:
+    def terms(self, text: str) -> frozenset[str]:
+        """The tokens of a passage, sentence or heading, tokenized once: the index's texts are few and
+        asked about again and again (a race only tokenizes one twice)."""
+        found = self._terms.get(text)
+        if found is None:
+            found = self._terms[text] = frozenset(tokenize(text))
+        return found
+
+    def candidates(
+        self, question: str, signals: Signals, hits: list[Hit], answer_lang: str
+    ) -> list[Candidate]:
         index = self.retriever.index
         lexical = index.lexical
         q_terms = set(tokenize(question))
@@ -112,13 +134,13 @@ class Featuriser:
             sids = self.sentences_by_row.get(hit.row, [])
             sims = self.similarity(signals, hit.chunk.lang, sids)
             question_match = max(sims.values(), default=0.0)
-            chunk_coverage = lexical.coverage(q_terms, set(tokenize(hit.chunk.context + " " + hit.chunk.text)))
+            chunk_coverage = lexical.coverage(q_terms, self.terms(hit.chunk.context + " " + hit.chunk.text))
             # what an official passage's heading names (an FAQ question's "C4", the article's site)
             # its sentences are about, even when they do not repeat it
-            heading = set(tokenize(hit.chunk.context)) if hit.chunk.kind in OFFICIAL_KINDS else set()
+            heading = self.terms(hit.chunk.context) if hit.chunk.kind in OFFICIAL_KINDS else frozenset()
             # a thread comment answers the comment or post it replies to, which rides along as its
             # context: a reply to a comment that says what the question asks is likely its answer
-            reply = lexical.coverage(q_terms, set(tokenize(hit.chunk.context))) if hit.chunk.is_reply else 0.0
+            reply = lexical.coverage(q_terms, self.terms(hit.chunk.context)) if hit.chunk.is_reply else 0.0
             lead = True
             for i in sids:
                 start, end = int(index.sentences.start[i]), int(index.sentences.end[i])
@@ -126,7 +148,7 @@ class Featuriser:
                 if len(text) < self.answering.min_sentence_chars or text.endswith(NOT_ANSWERS):
                     continue
                 lang = detect_lang(text) if hit.chunk.kind == "thread" else hit.chunk.lang
-                terms = set(tokenize(text))
+                terms = self.terms(text)
                 features = SentenceFeatures(
                     dense=sims[i],
                     coverage=lexical.coverage(q_terms, terms),
@@ -141,7 +163,9 @@ class Featuriser:
                     reply=reply,
                 )
                 lead = False
-                out.append(Candidate(i, hit.row, start, end, hit.chunk.kind in OFFICIAL_KINDS, lang, features))
+                out.append(
+                    Candidate(i, hit.row, start, end, hit.chunk.kind in OFFICIAL_KINDS, lang, features)
+                )
         return out
 
     def similarity(self, signals: Signals, passage_lang: str, sids: Sequence[int]) -> dict[int, float]:
@@ -172,11 +196,13 @@ class Featuriser:
         for cand in chosen:
             chunk = index.chunks[cand.row]
             texts.append(index.documents[chunk.doc_id].text[cand.start : cand.end])
-            said |= set(tokenize(texts[-1]))
+            said |= self.terms(texts[-1])
             if chunk.kind in OFFICIAL_KINDS:
-                said |= set(tokenize(chunk.context or chunk.section))
+                said |= self.terms(chunk.context or chunk.section)
         answer = " ".join(texts)
-        unmet = any(asked.search(draft.question) and not holds.search(answer) for asked, holds in ASKS.values())
+        unmet = any(
+            asked.search(draft.question) and not holds.search(answer) for asked, holds in ASKS.values()
+        )
         names = named_terms(draft.question)
         q_terms = set(tokenize(draft.question))
         return AnswerFeatures(

@@ -72,16 +72,24 @@ class Realiser:
     def cosine(self, a: int, b: int) -> float:
         """Cross-language cosine of two sentences: multilingual embedders only (-1 without one)."""
         vectors = self.index.sentences.vectors
-        return float(np.mean([vectors[m][a] @ vectors[m][b] for m in self.multilingual])) if self.multilingual else -1.0
+        return (
+            float(np.mean([vectors[m][a] @ vectors[m][b] for m in self.multilingual]))
+            if self.multilingual
+            else -1.0
+        )
 
-    def realise(self, chosen: Sequence[Candidate], pool: Sequence[Candidate], answer_lang: str) -> list[Candidate]:
+    def realise(
+        self, chosen: Sequence[Candidate], pool: Sequence[Candidate], answer_lang: str
+    ) -> list[Candidate]:
         """``chosen`` said in ``answer_lang`` where the material allows, without restating a fact."""
         out: list[Candidate] = []
         for cand in chosen:
             said = cand if cand.lang == answer_lang else (self.counterpart(cand, pool, answer_lang) or cand)
             if any(c.sid == said.sid for c in out):
                 continue
-            if said.lang != answer_lang and any(self.cosine(said.sid, c.sid) >= self.answering.counterpart for c in out):
+            if said.lang != answer_lang and any(
+                self.cosine(said.sid, c.sid) >= self.answering.counterpart for c in out
+            ):
                 continue  # already said in the answer's language
             out.append(said)
         return out

@@ -37,7 +37,8 @@ class Settings:
     service_url: str = ""  # `kbq ask` asks this running service instead of a local index
     service_api_key: str = ""  # the API key `kbq ask` sends to service_url
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For/-Proto are believed (IPs or CIDRs)
-    workers: int = 1  # server processes; more than one keeps rate limits in rate_limit_db
+    workers: int = 1  # server processes (0 from an unset KB_WORKERS: `kbq serve` runs one per CPU core); more
+    # than one keeps rate limits in rate_limit_db
     widget_token_ttl: int = WIDGET_TOKEN_TTL
     public_endpoints: tuple[str, ...] = ()  # "docs", "metrics": open even when API keys are set
     ingest_lock_timeout: float = INGEST_LOCK_TIMEOUT
@@ -84,7 +85,7 @@ class Settings:
             service_url=env.get("KBQ_URL", ""),
             service_api_key=env.get("KBQ_API_KEY", ""),
             trusted_proxies=items("KB_TRUSTED_PROXIES"),
-            workers=max(1, int(env.get("KB_WORKERS", "") or 1)),
+            workers=max(0, int(env.get("KB_WORKERS", "") or 0)),
             widget_token_ttl=int(env.get("KB_WIDGET_TOKEN_TTL", "") or WIDGET_TOKEN_TTL),
             public_endpoints=items("KB_PUBLIC_ENDPOINTS"),
             ingest_lock_timeout=float(env.get("KB_INGEST_LOCK_TIMEOUT", "") or INGEST_LOCK_TIMEOUT),

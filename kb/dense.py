@@ -1,8 +1,8 @@
 """FAISS inner-product index over L2-normalised vectors (cosine similarity).
 
 Fusion needs every passage's score, so one query is scored against all stored vectors with FAISS's
-inner-product kernel over a matrix read once, rather than a search for k = every row, which also sorts
-them and wakes FAISS's OpenMP threads."""
+inner-product kernel over a matrix read once (``inner_products``), rather than a search for k = every
+row, which also sorts them and wakes FAISS's OpenMP threads."""
 
 from __future__ import annotations
 
@@ -43,17 +43,7 @@ class DenseIndex:
 
     def scores(self, query: np.ndarray) -> np.ndarray:
         """Cosine similarity of ``query`` to every stored vector, in storage order."""
-        out = np.zeros(self.size, dtype=np.float32)
-        if not self.size:
-            return out
-        matrix, vector = self.matrix(), np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-        if vector.size != matrix.shape[1]:  # the kernel below would read past the query
-            raise ValueError(f"query has {vector.size} dimensions, the index {matrix.shape[1]}")
-        # FAISS's own kernel, the one its search runs for a single query: the same scores to the bit
-        faiss.fvec_inner_products_ny(
-            faiss.swig_ptr(out), faiss.swig_ptr(vector), faiss.swig_ptr(matrix), matrix.shape[1], self.size
-        )
-        return out
+        return inner_products(self.matrix(), query)
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))
@@ -61,3 +51,20 @@ class DenseIndex:
     @classmethod
     def load(cls, path: Path) -> DenseIndex:
         return cls(faiss.read_index(str(path)))
+
+
+def inner_products(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``matrix @ query`` through FAISS's kernel, the one its search runs for a single query: the same
+    scores as an IndexFlatIP search to the bit, single-threaded (a BLAS product's last bits depend on
+    its thread count, and its idle threads spin on the other core)."""
+    out = np.zeros(len(matrix), dtype=np.float32)
+    if not len(matrix):
+        return out
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    vector = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+    if vector.size != matrix.shape[1]:  # the kernel would read past the query
+        raise ValueError(f"query has {vector.size} dimensions, the vectors {matrix.shape[1]}")
+    faiss.fvec_inner_products_ny(  # type: ignore[attr-defined]
+        faiss.swig_ptr(out), faiss.swig_ptr(vector), faiss.swig_ptr(matrix), matrix.shape[1], len(matrix)
+    )
+    return out

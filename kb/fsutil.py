@@ -69,7 +69,7 @@ class LockTimeout(Exception):
 
 def _describe(holder: dict[str, Any], now: float) -> str:
     started = holder.get("started")
-    since = f", for {_duration(now - started)}" if isinstance(started, int | float) else ""
+    since = f" for {_duration(now - started)}" if isinstance(started, int | float) else ""
     command = f" ({holder['command']})" if holder.get("command") else ""
     return f"process {holder.get('pid', '?')} on {holder.get('host', '?')}{command}{since}"
 

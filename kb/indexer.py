@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.batch_embed import EmbedStats, embed_documents
 from kb.config import INGEST_LOCK_TIMEOUT
 from kb.dense import DenseIndex
 from kb.embed import Embedder
@@ -58,6 +59,7 @@ class UpdateReport:
     unchanged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     embedded_chunks: int = 0
+    embedding: list[dict[str, object]] = field(default_factory=list)  # per model: kb.batch_embed.EmbedStats
     rebuilt: str | None = None
     version: str = ""
 
@@ -94,6 +96,7 @@ def update_index(
         settings = build_settings(embedders, parser_version)
         previous = _previous(index_dir, settings, rebuild, report)
         docs: list[_Doc] = []
+        pending: list[_Doc] = []  # added or changed: embedded together below
         for i, source in enumerate(sources):
             old = previous.get(source.doc_id)
             if old is not None and old.digest == source.digest:
@@ -107,11 +110,13 @@ def update_index(
                     if old is not None:
                         docs.append(old)
                     continue
-                docs.append(_embed(document, chunks, source.digest, embedders))
+                docs.append(_unembedded(document, chunks, source.digest))
+                pending.append(docs[-1])
                 report.embedded_chunks += len(chunks)
                 (report.changed if old is not None else report.added).append(source.doc_id)
             if progress:
                 progress(i + 1, len(sources))
+        report.embedding = [stats.to_dict() for stats in _embed(pending, embedders)]
         kept = {d.document.doc_id for d in docs}
         report.removed = sorted(set(previous) - kept)
         if previous and not (report.added or report.changed or report.removed) and not report.rebuilt:
@@ -184,16 +189,25 @@ def _quoted_line(text: str, pos: int) -> bool:
     return text[line : pos + 1].lstrip().startswith(">")
 
 
-def _embed(document: Document, chunks: list[Chunk], digest: str, embedders: list[Embedder]) -> _Doc:
+def _unembedded(document: Document, chunks: list[Chunk], digest: str) -> _Doc:
     comment_chars = INDEX.splitter.comment_unit_chars
     spans = [
         (i, a, b) for i, c in enumerate(chunks) for a, b in answer_units(document.text, c, comment_chars)
     ]
-    texts = [indexed_text(c) for c in chunks]
-    sentence_texts = [document.text[a:b] for _, a, b in spans]
-    vectors = {e.model_id: e.embed_documents(texts) for e in embedders}
-    sentence_vectors = {e.model_id: e.embed_documents(sentence_texts) for e in embedders}
-    return _Doc(document, chunks, vectors, spans, sentence_vectors, digest)
+    return _Doc(document, chunks, {}, spans, {}, digest)
+
+
+def _embed(docs: list[_Doc], embedders: list[Embedder]) -> list[EmbedStats]:
+    """Fill in the chunk and sentence vectors of ``docs``, every distinct text once per model."""
+    if not docs:
+        return []
+    chunk_texts = [[indexed_text(c) for c in d.chunks] for d in docs]
+    sentence_texts = [[d.document.text[a:b] for _, a, b in d.sentence_spans] for d in docs]
+    chunks, sentences, stats = embed_documents(chunk_texts, sentence_texts, embedders)
+    for doc, chunk_vectors, sentence_vectors in zip(docs, chunks, sentences, strict=True):
+        doc.vectors.update(chunk_vectors)
+        doc.sentence_vectors.update(sentence_vectors)
+    return stats
 
 
 def _write(index_dir: Path, docs: list[_Doc], embedders: list[Embedder], settings: dict) -> str:

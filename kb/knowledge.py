@@ -54,24 +54,31 @@ def build_index(
 
 class KnowledgeBase:
     def __init__(
-        self, settings: Settings, weights: Weights | None = None, calibration: Calibration | None = None
+        self,
+        settings: Settings,
+        weights: Weights | None = None,
+        calibration: Calibration | None = None,
+        fast_start: bool = False,
     ) -> None:
         self.settings = settings
         self._weights = weights
         self._calibration = calibration
+        self._fast_start = fast_start  # a one-shot process: models ready soonest, not fastest per question
         self._lock = threading.Lock()
         self._checked = 0.0
         self._state = self._load()
 
     @classmethod
-    def open(cls, settings: Settings) -> KnowledgeBase:
-        """Load the index; raises ``IndexUnavailable`` naming the fix."""
-        return cls(settings)
+    def open(cls, settings: Settings, fast_start: bool = False) -> KnowledgeBase:
+        """Load the index; raises ``IndexUnavailable`` naming the fix. ``fast_start`` for a process
+        that answers one question (``kbq ask``): encoders that need no warm-up."""
+        return cls(settings, fast_start=fast_start)
 
     def _load(self) -> _State:
         names = embedder_names(self.settings.embed_model)
         index = load_index(self.settings.index_dir, names)
-        embedders = {name: load_embedder(name, self.settings.model_cache_dir) for name in names}
+        cache = self.settings.model_cache_dir
+        embedders = {name: load_embedder(name, cache, self._fast_start) for name in names}
         retriever = Retriever(index, embedders, self._weights)
         answerer = Answerer(retriever, self._calibration, self.settings.max_question_chars)
         return _State(index, retriever, answerer)

@@ -1,30 +1,58 @@
-"""BM25 over a sparse document-term matrix; saved as plain npz + json, no pickle."""
+"""BM25 over a sparse document-term matrix; saved as plain npz + json, no pickle.
+
+Scoring reads the matrix's compressed-column arrays directly; scipy builds the matrix at ingest and is
+never imported to answer (importing scipy.sparse alone costs a cold ``kbq ask`` ~0.1-0.2 s)."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import sparse
 
 from kb.text import tokenize
+
+
+class Columns(NamedTuple):
+    """A (documents × terms) matrix in compressed sparse column form, as scipy keeps it."""
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    shape: tuple[int, int]
 
 
 class Bm25Index:
     """Okapi BM25. ``scores`` returns one score per document, higher is better."""
 
-    def __init__(self, weights: sparse.csc_matrix, vocab: dict[str, int], cjk: str, idf: np.ndarray) -> None:
-        self.weights = weights
+    def __init__(self, columns: Columns, vocab: dict[str, int], cjk: str, idf: np.ndarray) -> None:
+        self.columns = columns
         self.vocab = vocab
         self.cjk = cjk
         self.idf = idf
         self._max_idf = float(idf.max()) if idf.size else 1.0
 
+    @property
+    def size(self) -> int:
+        """Documents (rows)."""
+        return int(self.columns.shape[0])
+
+    @property
+    def weights(self) -> Any:
+        """The BM25 weights as a ``scipy.sparse.csc_matrix`` (imports scipy)."""
+        from scipy import sparse
+
+        c = self.columns
+        return sparse.csc_matrix((c.data, c.indices, c.indptr), shape=c.shape)
+
     @classmethod
     def build(cls, texts: Sequence[str], cjk: str = "bigram", k1: float = 1.2, b: float = 0.75) -> Bm25Index:
+        from scipy import sparse
+
         vocab: dict[str, int] = {}
         rows, cols, tfs = [], [], []
         lengths = np.zeros(len(texts), dtype=np.float32)
@@ -44,36 +72,37 @@ class Bm25Index:
         tf = tf.tocoo()
         data = tf.data * (k1 + 1) / (tf.data + norm[tf.row]) * idf[tf.col]
         weights = sparse.csc_matrix((data.astype(np.float32), (tf.row, tf.col)), shape=shape)
-        return cls(weights, vocab, cjk, idf.astype(np.float32))
+        columns = Columns(weights.data, weights.indices, weights.indptr, shape)
+        return cls(columns, vocab, cjk, idf.astype(np.float32))
 
     def term_weight(self, term: str) -> float:
         """IDF of ``term``; a term the corpus never uses counts as the rarest."""
         i = self.vocab.get(term)
         return float(self.idf[i]) if i is not None else self._max_idf
 
-    def coverage(self, query_terms: set[str], text_terms: set[str]) -> float:
+    def coverage(self, query_terms: AbstractSet[str], text_terms: AbstractSet[str]) -> float:
         """IDF-weighted share of the query's terms that ``text`` contains (0..1)."""
         total = sum(self.term_weight(t) for t in query_terms)
         return sum(self.term_weight(t) for t in query_terms & text_terms) / total if total else 0.0
 
     def scores(self, query: str) -> np.ndarray:
         counts = Counter(t for t in tokenize(query, self.cjk) if t in self.vocab)
-        out = np.zeros(self.weights.shape[0], dtype=np.float32)
+        out = np.zeros(self.size, dtype=np.float32)
         # the CSC arrays sliced directly: scipy's getcol builds a matrix per term, 20x the cost
-        indptr, indices, data = self.weights.indptr, self.weights.indices, self.weights.data
+        indptr, indices, data = self.columns.indptr, self.columns.indices, self.columns.data
         for term, qtf in counts.items():
             j = self.vocab[term]
             out[indices[indptr[j] : indptr[j + 1]]] += data[indptr[j] : indptr[j + 1]] * qtf
         return out
 
     def save(self, folder: Path) -> None:
-        w = self.weights
+        c = self.columns
         np.savez(
             folder / "lexical.npz",
-            data=w.data,
-            indices=w.indices,
-            indptr=w.indptr,
-            shape=np.array(w.shape),
+            data=c.data,
+            indices=c.indices,
+            indptr=c.indptr,
+            shape=np.array(c.shape),
             idf=self.idf,
         )
         (folder / "lexical-vocab.json").write_text(json.dumps({"cjk": self.cjk, "vocab": self.vocab}))
@@ -81,7 +110,10 @@ class Bm25Index:
     @classmethod
     def load(cls, folder: Path) -> Bm25Index:
         with np.load(folder / "lexical.npz", allow_pickle=False) as z:
-            weights = sparse.csc_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            rows, cols = (int(n) for n in z["shape"])
+            columns = Columns(z["data"], z["indices"], z["indptr"], (rows, cols))
             idf = z["idf"]
+        if len(columns.indptr) != cols + 1 or len(columns.data) != len(columns.indices):
+            raise ValueError("lexical.npz is not a compressed sparse column matrix")
         meta = json.loads((folder / "lexical-vocab.json").read_text())
-        return cls(weights, meta["vocab"], meta["cjk"], idf)
+        return cls(columns, meta["vocab"], meta["cjk"], idf)

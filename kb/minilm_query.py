@@ -22,7 +22,7 @@ import json
 import math
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -61,17 +61,8 @@ class MiniLMQueryEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self._load()
-        ids = [e.ids for e in model.tokenizer.encode_batch([str(t).strip() for t in texts])]
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            width = len(ids[rows[0]])
-            batch = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.float32)
-            for r, i in enumerate(rows):
-                batch[r, : len(ids[i])] = ids[i]
-                mask[r, : len(ids[i])] = 1
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for rows, batch, mask in padded_batches(model.tokenizer, texts, batch_size):
             if model.limit is None:
                 out[rows] = _forward(model.weights, model.config, batch, mask)
             else:
@@ -82,11 +73,12 @@ class MiniLMQueryEncoder:
     def _load(self) -> _Model:
         with self._lock:
             if self._model is None:
-                self._model = _load_model(self._model_dir, self._threads)
+                self._model = load_model(self._model_dir, self._threads)
             return self._model
 
 
-def _load_model(model_dir: Path | None, threads: int | None) -> _Model:
+def load_model(model_dir: Path | None, threads: int | None) -> _Model:
+    """Tokenizer, memory-mapped weights, config and BLAS limiter (``threads=None``: no limiter)."""
     from tokenizers import Tokenizer
 
     model_dir = shipped_model_dir() if model_dir is None else model_dir
@@ -104,6 +96,23 @@ def _load_model(model_dir: Path | None, threads: int | None) -> _Model:
 
         limit = ThreadpoolController().limit
     return _Model(tokenizer, _map_safetensors(model_dir / "model.safetensors"), config, limit)
+
+
+def padded_batches(
+    tokenizer: Any, texts: Sequence[str], batch_size: int
+) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    """(rows of ``texts``, padded token ids, attention mask) per batch; similar lengths share a batch."""
+    ids = [e.ids for e in tokenizer.encode_batch([str(t).strip() for t in texts])]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = len(ids[rows[0]])
+        batch = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.float32)
+        for r, i in enumerate(rows):
+            batch[r, : len(ids[i])] = ids[i]
+            mask[r, : len(ids[i])] = 1
+        yield rows, batch, mask
 
 
 def shipped_model_dir() -> Path:

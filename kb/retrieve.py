@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kb.dense import inner_products
 from kb.embed import Embedder
 from kb.fusion import default_weights, fuse_one, official_prior, passage_weights, with_best_sentence
 from kb.store import LoadedIndex
@@ -63,10 +64,11 @@ class Retriever:
     def dense(self, model_id: str, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(passage scores, every indexed sentence's cosine) for one embedder's question vector."""
         sentences = self.index.sentences
-        if len(sentences.chunk_row):
-            sims = sentences.vectors[model_id] @ vector
-        else:
-            sims = np.zeros(0, np.float32)
+        sims = (
+            inner_products(sentences.vectors[model_id], vector)
+            if len(sentences.chunk_row)
+            else np.zeros(0, np.float32)
+        )
         chunk = self.index.dense[model_id].scores(vector)
         return with_best_sentence(chunk, sentences.chunk_row, sims, self.fusion.chunk_share), sims
 

@@ -123,7 +123,7 @@ def _check(
 ) -> None:
     if manifest["counts"]["chunks"] != len(chunks) or manifest["counts"]["documents"] != len(documents):
         raise ValueError("chunk or document count differs from the manifest")
-    if any(d.size != len(chunks) for d in dense.values()) or lexical.weights.shape[0] != len(chunks):
+    if any(d.size != len(chunks) for d in dense.values()) or lexical.size != len(chunks):
         raise ValueError("vector or lexical rows differ from the chunk count")
     if any(v.shape[0] != len(sentences.start) for v in sentences.vectors.values()):
         raise ValueError("sentence vectors differ from the sentence table")

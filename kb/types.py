@@ -145,7 +145,6 @@ class Answer:
     citations: tuple[Citation, ...] = ()
     lang: str = "en"  # the language the answer is written in
 
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["citations"] = [c.to_dict() for c in self.citations]

@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
@@ -21,7 +22,18 @@ from service.errors import install_error_handlers
 from service.mcp.http import mcp_router
 from service.metrics import MetricsMiddleware
 from service.models import ErrorOut
-from service.routes import ask, docs_view, documents, feedback, health, insights, search, widget, wiki
+from service.routes import (
+    apidocs,
+    ask,
+    docs_view,
+    documents,
+    feedback,
+    health,
+    insights,
+    search,
+    widget,
+    wiki,
+)
 from service.security import BodyLimitMiddleware
 from service.slackbot import mount_slack
 from service.state import AppState, app_state
@@ -51,7 +63,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, kb: KnowledgeBase | None = None) -> FastAPI:
     """Build the HTTP app for ``settings``; the index loads when the app starts, unless ``kb`` is given."""
-    app = FastAPI(title="kbq", version="1.0", description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's own /docs, /redoc and /openapi.json are open and load Swagger from a CDN: routes/apidocs.py
+    app = FastAPI(
+        title="kbq",
+        version="1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.kbq = state = AppState.build(settings, kb)
     install_error_handlers(app)
     for module in (search, documents):  # /v1/*: API key and rate limit
@@ -61,6 +82,7 @@ def create_app(settings: Settings, kb: KnowledgeBase | None = None) -> FastAPI:
     app.include_router(widget.router, responses=ERRORS)
     app.include_router(health.router)
     app.include_router(wiki.router)
+    apidocs.install(app)  # /docs, /redoc, /openapi.json: before the source view's /docs/{doc_id}
     app.include_router(docs_view.router)
     app.include_router(insights.router)  # /admin/*: admin keys (KB_ADMIN_KEYS) only, never API keys
     app.include_router(mcp_router(settings))  # /mcp: the MCP streamable HTTP transport, API keys as /v1
@@ -80,8 +102,19 @@ def create_app(settings: Settings, kb: KnowledgeBase | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    _trust_proxies(app, settings)
     mount_slack(app, settings)
     return app
+
+
+def _trust_proxies(app: FastAPI, settings: Settings) -> None:
+    """Believe X-Forwarded-For and X-Forwarded-Proto only from the peers in KB_TRUSTED_PROXIES (default: none,
+    so a client's address is its TCP peer's, whatever headers it sends). Added last: it runs first."""
+    proxies = [p for p in settings.trusted_proxies if p != "*"]
+    if len(proxies) != len(settings.trusted_proxies):
+        log.warning("ignoring '*' in KB_TRUSTED_PROXIES: list the proxies' addresses (or networks)")
+    if proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
 
 
 def app_from_env() -> FastAPI:

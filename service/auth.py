@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from fastapi import Request
 
 from service.errors import ApiError
@@ -22,19 +24,22 @@ def authorise(
     Without API keys everyone passes, as their address. With them, ``key`` (the bearer credential) must be
     one of them, or ``token`` a valid widget token sent from a page of its origin (the ``Origin`` header);
     a ``link`` the browser follows carries no Origin header, so there signature and expiry must do.
-    Refused attempts are charged too, so guessing keys is rate limited like anything else.
+    Refused attempts are charged too (to the address), so guessing keys is rate limited like anything else.
+    A valid widget token is its own bucket, whatever address it comes from. The address is the TCP peer's,
+    or the one a trusted proxy forwarded (KB_TRUSTED_PROXIES, service/app.py).
     """
     keys = state.settings.api_keys
     host = request.client.host if request.client else "unknown"
     if keys and key and valid_key(key, keys):
         return _charged(state, key_id(key))
     if keys and token and is_widget_token(token):
-        caller = _charged(state, f"widget:{host}")  # each reader's address, not the whole wiki, is one bucket
         try:
             state.tokens.verify(token, None if link else request.headers.get("origin", ""))
         except TokenError as exc:
+            _charged(state, f"widget:{host}")
             raise unauthorized(str(exc)) from None
-        return caller
+        # the token, not the address: a token (one page view's) is limited however many addresses use it
+        return _charged(state, "token:" + hashlib.sha256(token.encode()).hexdigest()[:16])
     caller = _charged(state, f"ip:{host}")
     if keys:
         raise unauthorized(LINK_REFUSED if link else KEY_REQUIRED)

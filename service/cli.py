@@ -4,8 +4,9 @@ error, 1 failure. User errors print one clean line, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
@@ -27,7 +28,7 @@ def _emit(data: object) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
-def _open_kb(settings: Settings, build_if_missing: bool = False):  # type: ignore[no-untyped-def]
+def _open_kb(settings: Settings, build_if_missing: bool = False, one_shot: bool = False):  # type: ignore[no-untyped-def]
     from kb.knowledge import KnowledgeBase
     from kb.store import IndexUnavailable
 
@@ -36,8 +37,8 @@ def _open_kb(settings: Settings, build_if_missing: bool = False):  # type: ignor
             f"No index at {settings.index_dir} yet: building one from {settings.corpus_dir} first…", err=True
         )
         _run_ingest(settings, None, rebuild=False, as_json=False, quiet=True)
-    try:
-        return KnowledgeBase.open(settings)
+    try:  # a command that answers once wants the encoders that start soonest (kb.embed.load_embedder)
+        return KnowledgeBase.open(settings, fast_start=one_shot)
     except IndexUnavailable as exc:
         raise Failure(str(exc)) from None
 
@@ -45,6 +46,7 @@ def _open_kb(settings: Settings, build_if_missing: bool = False):  # type: ignor
 def _run_ingest(settings: Settings, path: Path | None, rebuild: bool, as_json: bool, quiet: bool) -> None:
     from tqdm import tqdm
 
+    from kb.fsutil import LockTimeout
     from service.indexing import ingest
     from service.render import report_text
 
@@ -54,8 +56,17 @@ def _run_ingest(settings: Settings, path: Path | None, rebuild: bool, as_json: b
         bar.total = total
         bar.update(done - bar.n)
 
-    report, problems = ingest(settings, path, rebuild=rebuild, progress=progress)
-    bar.close()
+    def waiting(who: str) -> None:
+        bar.write(
+            f"{who}; giving up after {settings.ingest_lock_timeout:g} s (KB_INGEST_LOCK_TIMEOUT)", sys.stderr
+        )
+
+    try:
+        report, problems = ingest(settings, path, rebuild=rebuild, progress=progress, on_wait=waiting)
+    except LockTimeout as exc:
+        raise Failure(str(exc)) from None
+    finally:
+        bar.close()
     if as_json:
         _emit({**asdict(report), "problems": [asdict(p) for p in problems]})
     elif not quiet:
@@ -126,7 +137,7 @@ def _ask_locally(
     """Answer in this process and log the answer like the service does, so feedback can find it."""
     from service.feedback import FeedbackStore, ask_logged
 
-    kb = _open_kb(settings, build_if_missing=True)
+    kb = _open_kb(settings, build_if_missing=True, one_shot=True)
     store = FeedbackStore(settings.feedback_db)
     try:
         return ask_logged(kb, store, question, "cli", kinds, langs, lang).to_dict()
@@ -155,7 +166,7 @@ def search(
     from service.schemas import hit_dict
 
     try:
-        hits = _open_kb(_settings(), build_if_missing=True).search(
+        hits = _open_kb(_settings(), build_if_missing=True, one_shot=True).search(
             " ".join(query), k=k, kinds=kinds, langs=langs
         )
     except InvalidQuestion as exc:
@@ -224,16 +235,26 @@ def eval_(
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Server processes, each answering on a core of its own (default: KB_WORKERS, else one per CPU "
+    "core); they share widget tokens and rate limits.",
+)
+def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the HTTP API, the widget and the Slack endpoints."""
-    import uvicorn
-
-    from service.app import create_app
+    from service.server import run
 
     settings = _settings()
-    kb = _open_kb(settings, build_if_missing=True)
-    click.echo(f"kbq serving on http://{host}:{port}/", err=True)
-    uvicorn.run(create_app(settings, kb), host=host, port=port, log_level=settings.log_level)
+    settings = replace(settings, workers=workers or settings.workers or os.cpu_count() or 1)
+    kb = _open_kb(settings, build_if_missing=True)  # fails here, clearly, rather than in every worker
+    click.echo(f"kbq serving on http://{host}:{port}/ ({_plural(settings.workers, 'worker')})", err=True)
+    run(settings, kb, host, port)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -49,6 +50,18 @@ async def get_widget_caller(request: Request, credentials: Credentials) -> str:
     valid and the request comes from a page of the token's origin (its ``Origin`` header)."""
     presented = credentials.credentials if credentials else None
     return authorise(app_state(request.app), request, presented, token=presented)
+
+
+def open_or_keyed(endpoint: str) -> Callable[[Request, HTTPAuthorizationCredentials | None], None]:
+    """A dependency for the service's own pages (``docs``: /docs, /redoc, /openapi.json; ``metrics``):
+    open without API keys or when KB_PUBLIC_ENDPOINTS lists ``endpoint``, otherwise a key, as for /v1."""
+
+    def check(request: Request, credentials: Credentials) -> None:
+        state = app_state(request.app)
+        if state.settings.api_keys and endpoint not in state.settings.public_endpoints:
+            authorise(state, request, credentials.credentials if credentials else None)
+
+    return check
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -38,8 +38,16 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
+ECHO_CHARS = 120  # the most of a caller's input an error message repeats back
+
+
+def echo(text: str) -> str:
+    """``text`` as an error message may repeat it: at most ECHO_CHARS characters of it."""
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + f"… ({len(text)} characters)"
+
+
 def not_found(what: str) -> ApiError:
-    return ApiError(404, "not_found", f"{what} was not found")
+    return ApiError(404, "not_found", f"{echo(what)} was not found")
 
 
 def error_response(
@@ -68,7 +76,7 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     code = HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal")
     message = str(exc.detail)
     if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
-        message = f"{message.lower()}: {request.method} {request.url.path}"
+        message = f"{message.lower()}: {echo(request.method)} {echo(request.url.path)}"
     return error_response(exc.status_code, code, message, exc.headers)
 
 

@@ -25,12 +25,14 @@ def ingest(
     corpus: Path | None = None,
     rebuild: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> tuple[UpdateReport, list[Problem]]:
-    """Bring the index in line with the corpus folder; returns the report and skipped files."""
+    """Bring the index in line with the corpus folder; returns the report and skipped files. ``on_wait``
+    hears who holds the index while another ingest runs; ``kb.fsutil.LockTimeout`` if it runs too long."""
     sources, problems = discover(Path(corpus or settings.corpus_dir))
     if not sources and problems:
         return UpdateReport(), problems
     records = [SourceRecord(s.doc_id, s.digest, _loader(s)) for s in sources]
-    report = build_index(settings, records, PARSER_VERSION, rebuild=rebuild, progress=progress)
+    report = build_index(settings, records, PARSER_VERSION, rebuild, progress, on_wait)
     problems += [Problem(doc_id, reason) for doc_id, reason in report.failed]
     return report, problems

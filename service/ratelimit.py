@@ -10,8 +10,9 @@ set's 8 slots and writes at most one, however many callers there are; a new call
 to full. So a flood of unique addresses can only make the limiter forget callers (who then get a full
 bucket, never a smaller one); it cannot grow the table or slow each request down.
 
-The table is SQLite: in memory for one worker, or the file beside the index (``Settings.rate_limit_db``) that
-every worker of ``kbq serve --workers N`` opens, so a key's limit is one limit across workers.
+The table is two preallocated arrays for one worker, or a SQLite file beside the index
+(``Settings.rate_limit_db``) that every worker of ``kbq serve --workers N`` opens, so a key's limit is one
+limit across workers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ import logging
 import sqlite3
 import threading
 import time
+from array import array
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from kb.config import Settings
 
@@ -29,6 +34,13 @@ log = logging.getLogger(__name__)
 WAYS = 8
 MAX_CALLERS = 65_536  # slots: ~2 MB of SQLite pages, whatever the traffic
 _SCHEMA = "CREATE TABLE IF NOT EXISTS buckets (slot INTEGER PRIMARY KEY, caller INTEGER, tat REAL)"
+# WAL: readers and the one writer of the moment do not block each other; no fsync: limits need not survive a
+# power cut; mmap: a flood touches pages all over the (~2 MB) file, read without a system call each
+_PRAGMAS = ("journal_mode=WAL", "synchronous=OFF", "cache_size=-16384", "mmap_size=67108864")
+_FILL = (
+    "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < ?) "
+    "INSERT INTO buckets SELECT i, 0, 0.0 FROM s"
+)
 
 
 def fingerprint(caller: str) -> int:
@@ -45,17 +57,8 @@ class RateLimiter:
         self.sets = max(1, max_callers // WAYS)
         self.max_callers = self.sets * WAYS
         self.shared = path is not None
-        self._lock = threading.Lock()
+        self._table: _Table = _SharedTable(path, self.max_callers) if path else _MemoryTable(self.max_callers)
         self._warned = 0.0
-        self._db = sqlite3.connect(
-            str(path) if path else ":memory:", check_same_thread=False, isolation_level=None, timeout=10
-        )
-        if path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
-        for pragma in ("synchronous=OFF", "cache_size=-16384"):  # limits need not survive a power cut
-            self._db.execute(f"PRAGMA {pragma}")
-        self._db.execute(_SCHEMA)
-        self._allocate()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
@@ -64,13 +67,6 @@ class RateLimiter:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         return cls(settings.rate_limit_per_minute, path=path)
-
-    def _allocate(self) -> None:
-        """Create every slot now (caller 0: free), so a request only updates a row and the table never grows."""
-        with self._lock, self._transaction() as db:
-            if db.execute("SELECT count(*) FROM buckets").fetchone()[0] != self.max_callers:
-                db.execute("DELETE FROM buckets")
-                db.executemany("INSERT INTO buckets VALUES (?, 0, 0.0)", ((i,) for i in range(self.max_callers)))
 
     def take(self, caller: str, now: float | None = None) -> float:
         """Spend one request; 0 when allowed, else the seconds until one is. A failing shared file (disk
@@ -81,16 +77,13 @@ class RateLimiter:
         first = (fp % self.sets) * WAYS
         window = self.capacity * self.interval
         try:
-            with self._lock, self._transaction() as db:
-                rows = db.execute(
-                    "SELECT slot, caller, tat FROM buckets WHERE slot BETWEEN ? AND ?", (first, first + WAYS - 1)
-                ).fetchall()
-                slot, tat = _place(rows, fp, now)
+            with self._table.locked() as table:
+                slot, tat = table.place(first, fp, now)
                 # a clock stepped back must not push anyone further than one window away
                 tat = max(min(tat, now + window), now) + self.interval
                 if tat - now > window:
                     return tat - now - window
-                db.execute("UPDATE buckets SET caller = ?, tat = ? WHERE slot = ?", (fp, tat, slot))
+                table.write(slot, fp, tat)
                 return 0.0
         except sqlite3.Error as exc:
             if time.monotonic() - self._warned > 60:
@@ -98,37 +91,97 @@ class RateLimiter:
                 log.warning("rate limit not applied: its table failed (%s)", exc)
             return 0.0
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
     def size(self) -> int:
         """Callers held now: never more than ``max_callers``."""
+        with self._table.locked() as table:
+            return table.size()
+
+    def close(self) -> None:
+        self._table.close()
+
+
+class _Table(Protocol):
+    def locked(self) -> AbstractContextManager[_Table]: ...
+
+    def place(self, first: int, caller: int, now: float) -> tuple[int, float]:
+        """The caller's slot in the set from ``first`` and its arrival time: its own, else the slot closest
+        to full (a free slot has arrival time 0, so it goes first), with a full bucket (``now``)."""
+        ...
+
+    def write(self, slot: int, caller: int, tat: float) -> None: ...
+    def size(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class _MemoryTable:
+    """Two preallocated arrays: 16 bytes a slot, allocated at once, never grown."""
+
+    def __init__(self, slots: int) -> None:
+        self.callers = array("q", bytes(8 * slots))
+        self.tats = array("d", bytes(8 * slots))
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def locked(self) -> Iterator[_MemoryTable]:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM buckets WHERE caller != 0").fetchone()[0])
+            yield self
+
+    def place(self, first: int, caller: int, now: float) -> tuple[int, float]:
+        callers = self.callers[first : first + WAYS]
+        if caller in callers:
+            slot = first + callers.index(caller)
+            return slot, self.tats[slot]
+        tats = self.tats[first : first + WAYS]
+        return first + tats.index(min(tats)), now
+
+    def write(self, slot: int, caller: int, tat: float) -> None:
+        self.callers[slot], self.tats[slot] = caller, tat
+
+    def size(self) -> int:
+        return len(self.callers) - self.callers.count(0)
+
+    def close(self) -> None:
+        pass
+
+
+class _SharedTable:
+    """The same slots as rows of a SQLite file; ``BEGIN IMMEDIATE`` makes each request's read and write one
+    step across processes."""
+
+    def __init__(self, path: Path, slots: int) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
+        for pragma in _PRAGMAS:
+            self._db.execute(f"PRAGMA {pragma}")
+        self._lock = threading.Lock()
+        self._db.execute(_SCHEMA)
+        with self.locked():  # every slot exists from the start (caller 0: free): requests only update rows
+            if self._db.execute("SELECT count(*) FROM buckets").fetchone()[0] != slots:
+                self._db.execute("DELETE FROM buckets")
+                self._db.execute(_FILL, (slots,))
+
+    @contextmanager
+    def locked(self) -> Iterator[_SharedTable]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def place(self, first: int, caller: int, now: float) -> tuple[int, float]:
+        rows = self._db.execute(
+            "SELECT slot, caller, tat FROM buckets WHERE slot BETWEEN ? AND ?", (first, first + WAYS - 1)
+        ).fetchall()
+        mine = next(((slot, tat) for slot, who, tat in rows if who == caller), None)
+        return mine or (min(rows, key=lambda row: row[2])[0], now)
+
+    def write(self, slot: int, caller: int, tat: float) -> None:
+        self._db.execute("UPDATE buckets SET caller = ?, tat = ? WHERE slot = ?", (caller, tat, slot))
+
+    def size(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM buckets WHERE caller != 0").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
-
-
-def _place(rows: list[tuple[int, int, float]], fp: int, now: float) -> tuple[int, float]:
-    """The caller's slot and arrival time: its own, else the slot of its set closest to full (a free slot
-    has arrival time 0, so it goes first), starting from a full bucket."""
-    for slot, caller, tat in rows:
-        if caller == fp:
-            return slot, tat
-    return min(rows, key=lambda row: row[2])[0], now
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error): the set is read and written under one lock,
-    across processes too."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if kind is not None else "COMMIT")

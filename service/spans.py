@@ -8,6 +8,7 @@ from kb.types import Document
 from service.errors import ApiError
 
 BLANK_LINE = re.compile(r"\n[ \t]*\n")
+MAX_DIGITS = 15
 
 
 def checked_span(doc: Document, start: int | str | None, end: int | str | None) -> tuple[int, int] | None:
@@ -27,9 +28,13 @@ def checked_span(doc: Document, start: int | str | None, end: int | str | None) 
 
 
 def _whole(value: int | str | None) -> int | None:
+    """A whole number from ASCII digits only (``²`` and ``١`` pass ``str.isdigit``), and not so long that
+    ``int`` refuses it: no document is anywhere near 10**15 characters."""
     if isinstance(value, int):
         return value
-    return int(value) if value is not None and value.isascii() and value.isdigit() else None
+    if value is None or not (value.isascii() and value.isdigit() and len(value) <= MAX_DIGITS):
+        return None
+    return int(value)
 
 
 def paragraph_bounds(text: str, start: int, end: int) -> tuple[int, int]:

@@ -1,13 +1,16 @@
-"""GET /docs/{doc_id}?start=&end=: the source view a citation opens, an HTML page with the quote marked."""
+"""GET /docs/{doc_id}?start=&end=: the source view a citation opens, an HTML page with the quote marked.
+
+A refusal is an HTML page for a browser (its ``Accept`` names ``text/html``) and the JSON error shape for
+everyone else, with the same status."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from service.auth import authorise
 from service.deps import Credentials, StateDep
-from service.errors import ApiError, not_found
+from service.errors import ApiError, error_response, not_found
 from service.spans import checked_span
 from service.widget.source_view import render_error, render_source
 
@@ -34,7 +37,7 @@ def source_view(
     end: str | None = None,
     lang: str | None = None,
     t: str | None = None,
-) -> HTMLResponse:
+) -> Response:
     """With API keys configured, the page needs a widget token (the link's ``t``) or an API key."""
     base = request.scope.get("root_path", "")
     try:
@@ -44,6 +47,9 @@ def source_view(
             raise not_found(f"document {doc_id!r}")
         a, b = checked_span(doc, start, end) or (None, None)
     except ApiError as refused:
+        headers = {**HEADERS, **refused.headers}
+        if "text/html" not in request.headers.get("accept", ""):
+            return error_response(refused.status, refused.code, refused.message, headers)
         page = render_error(refused.message, lang, base)
-        return HTMLResponse(page, status_code=refused.status, headers={**HEADERS, **refused.headers})
+        return HTMLResponse(page, status_code=refused.status, headers=headers)
     return HTMLResponse(render_source(doc, a, b, lang, base), headers=HEADERS)

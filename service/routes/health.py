@@ -1,10 +1,10 @@
-"""Open endpoints: /healthz and /metrics. (The home page, a demo wiki, is in wiki.py.)"""
+"""/healthz (always open) and /metrics. (The home page, a demo wiki, is in wiki.py.)"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
-from service.deps import KnowledgeDep, MetricsDep
+from service.deps import KnowledgeDep, MetricsDep, open_or_keyed
 from service.models import HealthOut
 
 router = APIRouter()
@@ -24,7 +24,8 @@ def healthz(kb: KnowledgeDep) -> dict:
 @router.get(
     "/metrics",
     response_class=Response,
-    summary="Prometheus metrics",
+    summary="Prometheus metrics (with API keys set, a key too, unless KB_PUBLIC_ENDPOINTS lists metrics)",
+    dependencies=[Depends(open_or_keyed("metrics"))],
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def metrics(kb: KnowledgeDep, registry: MetricsDep) -> Response:

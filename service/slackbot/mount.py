@@ -12,10 +12,12 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from kb.config import Settings
+from service.errors import HTTP_CODES, error_response
+from service.slackbot.verify import signed_by_slack
 from service.state import app_state
 
 if TYPE_CHECKING:  # slack-bolt is imported only when Slack is configured
-    from slack_bolt import App
+    from slack_bolt import App, BoltRequest
 
     from service.slackbot.bot import SlackBot
 
@@ -42,7 +44,7 @@ def mount_slack(app: FastAPI, settings: Settings) -> bool:
 
     bot = state.slack = SlackBot(app, settings)
     if settings.slack_signing_secret:
-        endpoint = _endpoint(bot.app)
+        endpoint = _endpoint(bot.app, settings.slack_signing_secret)
         for path in PATHS:
             app.add_api_route(path, endpoint, methods=["POST"], include_in_schema=False)
     if settings.slack_app_token:
@@ -52,17 +54,48 @@ def mount_slack(app: FastAPI, settings: Settings) -> bool:
     return True
 
 
-def _endpoint(bolt: App) -> Callable[[Request], Any]:
+def _endpoint(bolt: App, secret: str) -> Callable[[Request], Any]:
     # slack_bolt.adapter.fastapi's SlackRequestHandler.handle() runs bolt's dispatch on the event loop, and
     # dispatch waits for the ack by polling with time.sleep (and calls auth.test on the first request).
     # The same adapter's conversions, with dispatch in a worker thread, keep the loop free.
-    from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+    from slack_bolt.adapter.starlette.handler import to_starlette_response
 
     async def slack(request: Request) -> Response:
-        body = await request.body()
-        return to_starlette_response(await run_in_threadpool(bolt.dispatch, to_bolt_request(request, body)))
+        bolt_request = _signed_request(request, await request.body(), secret)
+        if isinstance(bolt_request, Response):
+            return bolt_request
+        return _json_errors(to_starlette_response(await run_in_threadpool(bolt.dispatch, bolt_request)))
 
     return slack
+
+
+def _signed_request(request: Request, body: bytes, secret: str) -> BoltRequest | Response:
+    """Bolt's request, or the JSON error for a request not signed by Slack (checked first: nothing unsigned
+    is decoded or parsed; bolt checks the signature again, harmlessly) or one bolt cannot read."""
+    from slack_bolt.adapter.starlette.handler import to_bolt_request
+    from slack_bolt.request.internals import parse_body
+
+    headers = request.headers
+    if not signed_by_slack(
+        secret, body, headers.get("x-slack-request-timestamp"), headers.get("x-slack-signature")
+    ):
+        return error_response(401, "unauthorized", "the request is not signed by Slack (or is too old)")
+    try:
+        if not isinstance(parse_body(body.decode("utf-8"), headers.get("content-type")), dict):
+            raise ValueError("not a JSON object")
+        return to_bolt_request(request, body)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError):  # bolt reads fields as it parses
+        return error_response(400, "invalid_request", "the Slack payload could not be read")
+
+
+def _json_errors(response: Response) -> Response:
+    """Bolt answers refusals in plain text; the service's errors are JSON."""
+    if response.status_code < 400:
+        return response
+    message = bytes(response.body).decode("utf-8", "replace")[:200] or "the Slack request was refused"
+    return error_response(
+        response.status_code, HTTP_CODES.get(response.status_code, "invalid_request"), message
+    )
 
 
 def _with_socket_mode(

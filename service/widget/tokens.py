@@ -2,7 +2,9 @@
 
 A token is ``kbqw1.<origin, base64url>.<expiry, unix seconds>.<HMAC-SHA256, base64url>``, signed over the
 origin and the expiry with the widget secret. It is valid until it expires, only while its origin is still
-allowed (KB_CORS_ORIGINS), and only from a page of that origin (the request's ``Origin`` header).
+allowed (KB_CORS_ORIGINS), only from a page of that origin (the request's ``Origin`` header), and only if it
+claims no longer a life than KB_WIDGET_TOKEN_TTL (so a leaked secret or a bug cannot mint a token for years).
+Its shape is checked before anything is decoded: every part has a bounded length and alphabet.
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ import binascii
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from kb.config import Settings
+from kb.config import WIDGET_TOKEN_TTL, Settings
 
 log = logging.getLogger(__name__)
 PREFIX = "kbqw1"
-TTL_SECONDS = 600
+TTL_SECONDS = WIDGET_TOKEN_TTL
+CLOCK_SKEW = 60  # seconds another replica's clock may run ahead when it mints a token
+# origin: at most 400 base64url characters; expiry: 1-12 ASCII digits; signature: one SHA-256, 43 characters
+_SHAPE = re.compile(r"kbqw1\.([A-Za-z0-9_-]{1,400})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})", re.ASCII)
 _process_secret: bytes | None = None
 
 
@@ -68,8 +74,9 @@ class WidgetTokens:
     @classmethod
     def from_settings(cls, settings: Settings) -> WidgetTokens:
         allowed = frozenset(filter(None, (origin_of(o) for o in settings.cors_origins if o != "*")))
+        ttl = max(1, settings.widget_token_ttl)
         if settings.widget_secret:
-            return cls(settings.widget_secret.encode(), allowed)
+            return cls(settings.widget_secret.encode(), allowed, ttl)
         secret = _random_secret()
         fingerprint = hashlib.sha256(secret).hexdigest()[:12]
         # The secret itself never reaches the log; its fingerprint tells workers with different secrets apart.
@@ -80,7 +87,7 @@ class WidgetTokens:
             "(fingerprint %s); they stop working on restart and are not shared between workers",
             fingerprint,
         )
-        return cls(secret, allowed)
+        return cls(secret, allowed, ttl)
 
     def _sign(self, origin: str, expires: int) -> bytes:
         message = f"{PREFIX}\n{origin}\n{expires}".encode()
@@ -101,8 +108,11 @@ class WidgetTokens:
         follows, which carry no Origin header).
         """
         origin, expires = self._open(token)
-        if expires <= (time.time() if now is None else now):
+        now = time.time() if now is None else now
+        if expires <= now:
             raise TokenError("the widget token has expired; reload the page for a new one")
+        if expires - now > self.ttl + CLOCK_SKEW:
+            raise TokenError(f"the widget token claims a lifetime over the {self.ttl} s allowed")
         if origin not in self.allowed:
             raise TokenError("the widget token's origin is no longer allowed")
         if request_origin is not None and not hmac.compare_digest(
@@ -113,14 +123,14 @@ class WidgetTokens:
 
     def _open(self, token: str) -> tuple[str, int]:
         """The origin and expiry of a well-formed token with a valid signature."""
-        parts = token.split(".")
-        if len(parts) != 4 or parts[0] != PREFIX or not parts[2].isdigit():
+        shape = _SHAPE.fullmatch(token)
+        if shape is None:
             raise TokenError("the widget token is malformed")
         try:
-            origin, signature = _unb64(parts[1]).decode(), _unb64(parts[3])
+            origin, signature = _unb64(shape[1]).decode(), _unb64(shape[3])
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise TokenError("the widget token is malformed") from None
-        expires = int(parts[2])
+        expires = int(shape[2])
         if not hmac.compare_digest(signature, self._sign(origin, expires)):
             raise TokenError("the widget token's signature is invalid")
         return origin, expires

@@ -108,7 +108,9 @@ def test_ndcg_and_recall_on_known_rankings() -> None:
     assert scoring.ndcg(["x", "a"], {"a": 1}) == pytest.approx(1 / math.log2(3))
     two = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))  # relevant at ranks 1 and 3 of 2 relevant
     assert scoring.ndcg(["a", "x", "b"], {"a": 1, "b": 1}) == pytest.approx(two)
-    assert scoring.ndcg(["a", "x", "b"], {"a": 1, "b": 1}) == pytest.approx(ndcg_at([True, False, True], [1, 1]))
+    assert scoring.ndcg(["a", "x", "b"], {"a": 1, "b": 1}) == pytest.approx(
+        ndcg_at([True, False, True], [1, 1])
+    )
     assert scoring.ndcg([f"x{i}" for i in range(10)] + ["a"], {"a": 1}) == 0.0  # rank 11 is outside @10
     graded = (2 / math.log2(3) + 1 / math.log2(2)) / (2 + 1 / math.log2(3))  # linear gains, as pytrec_eval
     assert scoring.ndcg(["b", "a"], {"a": 2, "b": 1}) == pytest.approx(graded)

@@ -40,7 +40,9 @@ def _scores() -> tuple[int, int, int]:
 def test_disputed_claims_are_found_in_threads_written_for_the_tests():
     tp, fp, fn = _scores()
     precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-    print(f"disputed comments: precision {precision:.2f}, recall {recall:.2f} ({tp} found, {fp} wrong, {fn} missed)")
+    print(
+        f"disputed comments: precision {precision:.2f}, recall {recall:.2f} ({tp} found, {fp} wrong, {fn} missed)"
+    )
     assert recall >= 0.75 and precision >= 0.75
 
 
@@ -53,7 +55,10 @@ def test_disputed_claims_are_found_in_threads_written_for_the_tests():
         ("楼上说的有误，它不属于 F5。", True),
         ("+1, confirmed. No, that is right.", False),
         ("Thanks, that worked!", False),
-        ("> 8 GB is the biggest\n\nThere is a 16 GB model now.", False),  # no correcting words: the quote alone
+        (
+            "> 8 GB is the biggest\n\nThere is a 16 GB model now.",
+            False,
+        ),  # no correcting words: the quote alone
     ],
 )
 def test_correction_wording(body: str, expected: bool):
@@ -83,7 +88,12 @@ def test_a_quoted_claim_names_what_is_corrected_even_several_comments_later():
         Turn("p", "op", "Python 3.13 thread.", ""),
         Turn("a", "x", "multiprocessing is deprecated in 3.13.", "p"),
         Turn("b", "y", "Free-threading is opt-in.", "p"),
-        Turn("c", "z", "> multiprocessing is deprecated in 3.13\n\nThat's not true, it is fully supported.", "b"),
+        Turn(
+            "c",
+            "z",
+            "> multiprocessing is deprecated in 3.13\n\nThat's not true, it is fully supported.",
+            "b",
+        ),
     ]
     r = roles(turns)
     assert r.disputed_by == {"a": ("c",)} and r.corrects == {"c": ("a",)}

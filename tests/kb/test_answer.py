@@ -171,7 +171,12 @@ def test_filters_restrict_sources_and_languages(kb):
 
 @pytest.mark.parametrize(
     ("question", "lang"),
-    [("why KVM over Xen", "en"), ("Which regions have C5?", "en"), ("哪些区域有 C5?", "zh"), ("C5 的 ENA 要怎么开", "zh")],
+    [
+        ("why KVM over Xen", "en"),
+        ("Which regions have C5?", "en"),
+        ("哪些区域有 C5?", "zh"),
+        ("C5 的 ENA 要怎么开", "zh"),
+    ],
 )
 def test_the_answer_is_written_in_the_question_language(kb, question, lang):
     answer = kb.ask(question)
@@ -219,7 +224,9 @@ def test_a_claim_a_later_reply_corrects_is_never_quoted(kb, question):
 def test_a_correction_cites_what_it_corrects_without_quoting_it(kb):
     corrections = [c for c in kb.index.chunks if c.origin.corrects]
     assert corrections
-    draft = kb.answerer.draft("Would setting --sriov-net-support simple satisfy the c5 check?", kinds=["thread"])
+    draft = kb.answerer.draft(
+        "Would setting --sriov-net-support simple satisfy the c5 check?", kinds=["thread"]
+    )
     always = replace(kb.answerer.calibration, threshold=0.0)
     answer = kb.answerer.finish(draft, always)
     labelled = [c for c in answer.citations if c.label == "correction"]

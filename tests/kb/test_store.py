@@ -76,7 +76,9 @@ def _records(settings):
 
 
 def test_embedding_model_change_rebuilds_and_mismatch_is_one_clear_line(private_settings):
-    report = update_index(private_settings.index_dir, _records(private_settings), [FakeEmbedder()], PARSER_VERSION)
+    report = update_index(
+        private_settings.index_dir, _records(private_settings), [FakeEmbedder()], PARSER_VERSION
+    )
     assert report.rebuilt == "embedders changed" and not report.unchanged
     with pytest.raises(IndexUnavailable, match="built with fake-hash-16 but KB_EMBED_MODEL asks for"):
         KnowledgeBase.open(private_settings)

@@ -95,3 +95,24 @@ def test_retention_counts_versions_only(private_settings) -> None:  # type: igno
         written.append(report.version)
     names = sorted(p.name for p in versions.iterdir())
     assert names == sorted(written[-KEEP_VERSIONS:])
+
+
+def test_kbq_ingest_says_who_it_waits_for_and_gives_up_cleanly(hung_ingest, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    index_dir, pid = hung_ingest
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("KB_", "KBQ_"))},
+        "KB_INDEX_DIR": str(index_dir),
+        "KB_INGEST_LOCK_TIMEOUT": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "ingest", str(ROOT / "corpus")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"waiting for the index writer lock, held by process {pid}" in done.stderr
+    assert "Error: gave up after 1 s waiting for the index writer lock" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -15,6 +15,7 @@ import uvicorn
 
 from kb.config import Settings
 from service.app import create_app
+from service.server import uvicorn_options
 
 QUESTIONS = [
     "Which regions had C5 at launch?",
@@ -87,7 +88,8 @@ def serve(settings: Settings | Callable[[str], Settings]) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     resolved = settings(url) if callable(settings) else settings
-    server = uvicorn.Server(uvicorn.Config(create_app(resolved), log_level="warning", lifespan="on"))
+    options = {**uvicorn_options(resolved), "log_level": "warning"}  # as `kbq serve` runs it
+    server = uvicorn.Server(uvicorn.Config(create_app(resolved), lifespan="on", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

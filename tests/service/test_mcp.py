@@ -131,7 +131,7 @@ def test_streamable_http_behind_the_api_keys(private_settings: Settings, mode: s
         wrong = httpx.post(f"{url}/mcp", json={}, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
         answer = anyio.run(session, url, {"Authorization": f"Bearer {KEY}"})
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     logged = _logged(settings)
     assert [a for a in logged if a[0] == answer["id"]] == [(answer["id"], "mcp", "en")]
     assert {client for _, client, _ in logged} == {"mcp"}

@@ -38,8 +38,11 @@ def test_with_keys_v1_needs_a_valid_bearer_key(make_client) -> None:  # type: ig
         assert c.get("/v1/documents").status_code == 401
         for key in ("first-key", "second-key"):
             assert c.post("/v1/ask", json=ASK, headers={"Authorization": f"Bearer {key}"}).status_code == 200
-        for path in ("/healthz", "/metrics", "/", "/openapi.json", "/widget.js"):
+        for path in ("/healthz", "/", "/widget.js"):
             assert c.get(path).status_code == 200, path
+        for path in ("/metrics", "/openapi.json", "/docs", "/redoc"):  # KB_PUBLIC_ENDPOINTS would open them
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers={"Authorization": "Bearer first-key"}).status_code == 200, path
 
 
 def test_rate_limit_answers_429_with_retry_after(make_client) -> None:  # type: ignore[no-untyped-def]

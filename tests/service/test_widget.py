@@ -211,9 +211,12 @@ def test_source_view_rejects_bad_ranges(client: TestClient, params: dict[str, st
 
 
 def test_source_view_of_an_unknown_document_is_404(client: TestClient) -> None:
-    response = client.get("/docs/faq/no-such-doc", params={"start": 0, "end": 3, "lang": "zh"})
+    params = {"start": 0, "end": 3, "lang": "zh"}
+    response = client.get("/docs/faq/no-such-doc", params=params, headers={"Accept": "text/html"})
     assert response.status_code == 404 and '<html lang="zh">' in response.text
     assert "&#x27;faq/no-such-doc&#x27;" in response.text
+    # anything but a browser gets the JSON error shape
+    assert client.get("/docs/faq/no-such-doc", params=params).json()["error"]["code"] == "not_found"
 
 
 def test_with_api_keys_the_source_view_needs_the_widget_token(keyed: TestClient) -> None:
