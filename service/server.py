@@ -7,9 +7,11 @@ Content-Length, headers over the limit) gets the service's JSON error shape, not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import socket
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -42,6 +44,16 @@ class JsonErrorsH11Protocol(H11Protocol):
     limit gets the answer instead of a connection reset."""
 
     _refused = False
+
+    def connection_made(self, transport: Any) -> None:
+        # asyncio turns Nagle off only on sockets it knows are TCP, and the listening socket `kbq serve
+        # --workers N` hands its workers comes back with protocol 0: each answer's last segment then waited
+        # for the client's delayed ACK, 40 ms a request
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
 
     def send_400_response(self, msg: str) -> None:
         headers = [

@@ -7,10 +7,13 @@ the Slack bot and other adapters through ``app_state(app)``; nothing else reads 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from starlette.applications import Starlette
@@ -39,11 +42,18 @@ class AppState:
     slack: SlackBot | None = None
     _kb: KnowledgeBase | None = None
     _store: FeedbackStore | None = None
+    # With a worker per core, each answers one question at a time: requests queue in arrival order instead
+    # of time-slicing one core (and the GIL) between them, which slowed every answer in flight at once.
+    # One worker lets its threads overlap, as onnxruntime and BLAS release the GIL.
+    _one_at_a_time: AbstractContextManager[Any] = field(default_factory=contextlib.nullcontext)
 
     @classmethod
     def build(cls, settings: Settings, kb: KnowledgeBase | None = None) -> AppState:
         limiter = RateLimiter.from_settings(settings)
-        return cls(settings, Metrics(), limiter, WidgetTokens.from_settings(settings), _kb=kb)
+        serial = threading.Lock() if settings.workers > 1 else contextlib.nullcontext()
+        return cls(
+            settings, Metrics(), limiter, WidgetTokens.from_settings(settings), _kb=kb, _one_at_a_time=serial
+        )
 
     def open(self) -> None:
         """Load the index (unless it was given) and open the answer log; raises ``IndexUnavailable``."""
@@ -93,7 +103,8 @@ class AppState:
         lang: str | None = None,
     ) -> Answer:
         """Answer, then log the answer once (for feedback and review) and count it: every surface's way in."""
-        answer = ask_logged(self.knowledge(), self.store, question, client, kinds, langs, lang)
+        with self._one_at_a_time:
+            answer = ask_logged(self.knowledge(), self.store, question, client, kinds, langs, lang)
         self.metrics.answered(answer.abstained)
         return answer
 
