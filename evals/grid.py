@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from evals.golden import Item, relevant_chunks
 from evals.metrics import mean, reciprocal_rank, success_at
-from evals.runner import Result, judge, run, summarise
+from evals.runner import Result, refinish, run, summarise
 from kb.answer import Answerer
 from kb.knowledge import KnowledgeBase
 from kb.retrieve import Retriever
@@ -89,9 +89,9 @@ def _answers(
         kb.answerer.retriever, kb.answerer.calibration, kb.answerer.max_question_chars, answering
     )
     if answering.candidate_chunks != ANSWERING.candidate_chunks:  # changes the drafts themselves
-        results = _rerun(answerer, kb, items)
+        results = run(kb, items, answerer=answerer)
     else:
-        results = [_refinished(answerer, kb, r) for r in drafts]
+        results = refinish(kb, drafts, answerer=answerer)
     m = summarise(results)
     score = m["support"] + min(m["abstain_precision"], m["abstain_recall"]) + m["lang_match"]
     return {
@@ -101,21 +101,6 @@ def _answers(
         "abstain R": m["abstain_recall"],
         "lang": m["lang_match"],
     }
-
-
-def _rerun(answerer: Answerer, kb: KnowledgeBase, items: Sequence[Item]) -> list[Result]:
-    out = []
-    index = kb.index
-    for item in items:
-        draft = answerer.draft(item.question)
-        relevant = relevant_chunks(item, index.documents, index.chunks)
-        ranked = [h.chunk.chunk_id in relevant for h in draft.hits[:10]]
-        out.append(judge(item, draft, ranked, len(relevant), answerer.finish(draft), index.documents))
-    return out
-
-
-def _refinished(answerer: Answerer, kb: KnowledgeBase, r: Result) -> Result:
-    return judge(r.item, r.draft, r.ranked, r.n_relevant, answerer.finish(r.draft), kb.index.documents)
 
 
 def _print(

@@ -21,7 +21,7 @@ from evals.metrics import (
     success_at,
     supports,
 )
-from kb.answer import Draft, verify
+from kb.answer import Answerer, Draft, verify
 from kb.calibration import CALIBRATION_FILE, Calibration, calibration_key
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
@@ -66,8 +66,14 @@ class Result:
     forbidden: bool  # the answer text repeats a corrected claim
 
 
-def run(kb: KnowledgeBase, items: list[Item], calibration: Calibration | None = None) -> list[Result]:
-    answerer = kb.answerer
+def run(
+    kb: KnowledgeBase,
+    items: Sequence[Item],
+    calibration: Calibration | None = None,
+    answerer: Answerer | None = None,
+) -> list[Result]:
+    """Answer and judge every item, with the knowledge base's answerer or another one (the tuning grid's)."""
+    answerer = answerer or kb.answerer
     index = kb.index
     results = []
     for item in items:
@@ -91,11 +97,17 @@ def judge(item: Item, draft: Draft, ranked: list[bool], n_relevant: int, answer:
     return Result(item, draft, ranked, n_relevant, answer, supported, valid, lang_match, forbidden)
 
 
-def refinish(kb: KnowledgeBase, results: Sequence[Result], calibration: Calibration) -> list[Result]:
-    """Re-decide answers under another calibration without retrieving again."""
+def refinish(
+    kb: KnowledgeBase,
+    results: Sequence[Result],
+    calibration: Calibration | None = None,
+    answerer: Answerer | None = None,
+) -> list[Result]:
+    """Re-decide answers under another calibration or answerer without retrieving again."""
+    answerer = answerer or kb.answerer
     out = []
     for r in results:
-        answer = kb.answerer.finish(r.draft, calibration)
+        answer = answerer.finish(r.draft, calibration)
         out.append(judge(r.item, r.draft, r.ranked, r.n_relevant, answer, kb.index.documents))
     return out
 

@@ -216,7 +216,6 @@ def test_a_claim_a_later_reply_corrects_is_never_quoted(kb, question):
     assert disputed
     for chunk in disputed:
         assert chunk.text not in answer.answer
-    assert not any(kb.index.chunks[0] is None for _ in answer.citations)
     cited = {c.chunk_id for c in answer.citations}
     assert not cited & {c.chunk_id for c in disputed}
 
