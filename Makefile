@@ -21,7 +21,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 index: setup
-	@test -e .kbq/index/manifest.json || $(BIN)/kbq ingest corpus
+	$(BIN)/kbq ingest corpus  # incremental: embeds only what changed, rebuilds an index of an older format
 
 test: setup browser
 	$(BIN)/ruff check kb ingest service evals tests benchmarks

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from kb.config import Settings
-from kb.store import indexed_text, load_index
+from kb.local_store import LocalStore
+from kb.store import indexed_text
 
 RUNS = 3
 QUESTION = "which regions have C5?"
@@ -47,7 +48,7 @@ def build(index_dir: Path, out: Path) -> float:
     """Embed kbq's chunks the naive way and save the store; returns the seconds it took (imports included)."""
     started = time.perf_counter()
     faiss_store, embeddings = _store_parts()
-    chunks = load_index(index_dir).chunks
+    chunks = [c for _, c in LocalStore.open(index_dir).iter_chunks()]
     store = faiss_store.from_texts(
         [indexed_text(c) for c in chunks], embeddings, metadatas=[{"chunk_id": c.chunk_id} for c in chunks]
     )

@@ -78,8 +78,9 @@ def _hooks(kb: KnowledgeBase) -> list[tuple[str, object, str]]:
         hooks.append((f"question embedding: {name}", embedder, "embed_queries"))
     hooks += [
         ("dense search", retriever, "signals"),  # what signals() does besides embedding and BM25
-        ("dense search", retriever, "dense"),
-        ("lexical (BM25)", kb.index.lexical, "scores"),
+        ("dense search", kb.store, "dense_scores"),
+        ("dense search", kb.store, "sentences"),
+        ("lexical (BM25)", kb.store, "lexical_scores"),
         ("fusion + top-k", retriever, "search"),
         ("sentence scoring", answerer.featuriser, "candidates"),
         ("sentence scoring", answerer.calibration, "ranker"),
@@ -162,7 +163,7 @@ def main() -> None:
     total_cpu = sum(r[1] for r in rows)
     print(
         f"{len(questions)} golden questions ({args.split}) × {args.rounds}, index {Path(settings.index_dir)} "
-        f"({len(kb.index.chunks)} chunks, {len(kb.index.sentences.start)} sentences); {os.cpu_count()} CPUs, "
+        f"({kb.counts()[1]} chunks, {kb.store.manifest['counts']['sentences']} sentences); {os.cpu_count()} CPUs, "
         f"1-min load {load:.1f} before, {os.getloadavg()[0]:.1f} after\n"
     )
     print("| stage | CPU ms / ask | share | wall ms / ask | calls / ask |\n|---|---:|---:|---:|---:|")

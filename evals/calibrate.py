@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.golden import Item, relevant_chunks
+from evals.golden import Item, Snapshot, relevant_chunks
 from kb.calibration import ANSWER_FEATURES, SENTENCE_FEATURES, Calibration, Logistic
 from kb.knowledge import KnowledgeBase
 from kb.tuning import answer_digest
@@ -44,17 +44,18 @@ def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Seque
     would only make it abstain on answerable questions. ``score`` rates the results of a threshold."""
     from evals.runner import refinish  # the runner imports this module
 
-    index = kb.index
+    corpus = Snapshot.of(kb.store)
     rows, labels = [], []
     for r in results:
         if not r.item.answerable:
             continue
-        relevant = relevant_chunks(r.item, index.documents, index.chunks)
+        relevant = relevant_chunks(r.item, corpus.documents, corpus.chunks)
         for cand in r.draft.candidates:
-            text = index.documents[index.chunks[cand.row].doc_id].text[cand.start : cand.end].casefold()
+            chunk = corpus.rows[cand.row]
+            text = corpus.documents[chunk.doc_id].text[cand.start : cand.end].casefold()
             hit = any(alt.casefold() in text for group in r.item.must_contain for alt in group)
             rows.append(cand.features.vector())
-            labels.append(float(hit and index.chunks[cand.row].chunk_id in relevant))
+            labels.append(float(hit and chunk.chunk_id in relevant))
     ranker = fit_logistic(np.array(rows), np.array(labels), SENTENCE_FEATURES)
     draft_model = Calibration(ranker, Calibration().confidence, 0.0)
     x = np.zeros((len(results), len(ANSWER_FEATURES)))

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kb.store import Store, iter_chunks
 from kb.types import Chunk, Document
 
 GOLDEN = Path(__file__).with_name("golden.jsonl")
@@ -52,6 +53,24 @@ def load_golden(path: Path = GOLDEN, split: str | None = None) -> list[Item]:
     if unknown:
         raise ValueError(f"{path}: unknown split {sorted(unknown)}; use one of {SPLITS}")
     return [i for i in items if split is None or i.split == split]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole of a small store in memory, for judging answers: documents by id, chunks by row."""
+
+    documents: dict[str, Document]
+    rows: dict[int, Chunk]
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return list(self.rows.values())
+
+    @classmethod
+    def of(cls, store: Store) -> Snapshot:
+        rows = dict(iter_chunks(store))
+        documents = {d: doc for d in store.document_ids() if (doc := store.document(d)) is not None}
+        return cls(documents, rows)
 
 
 def relevant_chunks(item: Item, documents: dict[str, Document], chunks: list[Chunk]) -> set[str]:

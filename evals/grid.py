@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, TextIO
 
-from evals.golden import Item, relevant_chunks
+from evals.golden import Item, Snapshot, relevant_chunks
 from evals.metrics import mean, reciprocal_rank, success_at
 from evals.runner import Result, refinish, run, summarise
 from kb.answer import Answerer
@@ -71,10 +71,11 @@ def _shipped_fusion(name: str) -> Any:
 
 def _retrieval(kb: KnowledgeBase, items: Sequence[Item], fusion: Fusion) -> dict[str, float]:
     base = kb.answerer.retriever
-    retriever = Retriever(base.index, base.embedders, None, fusion)
+    retriever = Retriever(base.store, base.embedders, None, fusion)
+    corpus = Snapshot.of(base.store)
     ranked = []
     for item in items:
-        relevant = relevant_chunks(item, base.index.documents, base.index.chunks)
+        relevant = relevant_chunks(item, corpus.documents, corpus.chunks)
         ranked.append([h.chunk.chunk_id in relevant for h in retriever.search(item.question, k=10)])
     return {
         "recall@5": mean(success_at(r, 5) for r in ranked),

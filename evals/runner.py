@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evals.calibrate import cross_validated, fit_calibration, provenance
-from evals.golden import GOLDEN, SPLITS, Item, load_golden, relevant_chunks
+from evals.golden import GOLDEN, SPLITS, Item, Snapshot, load_golden, relevant_chunks
 from evals.metrics import (
     markers_resolve,
     mean,
@@ -26,7 +26,7 @@ from kb.calibration import CALIBRATION_FILE, Calibration, calibration_key
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
 from kb.text import detect_lang
-from kb.types import Answer
+from kb.types import Answer, Document
 
 BASELINE = Path(__file__).with_name("baseline.json")
 COLUMNS = (
@@ -74,21 +74,28 @@ def run(
 ) -> list[Result]:
     """Answer and judge every item, with the knowledge base's answerer or another one (the tuning grid's)."""
     answerer = answerer or kb.answerer
-    index = kb.index
+    corpus = Snapshot.of(kb.store)
     results = []
     for item in items:
         draft = answerer.draft(item.question)
         answer = answerer.finish(draft, calibration)
-        relevant = relevant_chunks(item, index.documents, index.chunks)
+        relevant = relevant_chunks(item, corpus.documents, corpus.chunks)
         ranked = [h.chunk.chunk_id in relevant for h in draft.hits[:10]]
-        results.append(judge(item, draft, ranked, len(relevant), answer, index.documents))
+        results.append(judge(item, draft, ranked, len(relevant), answer, corpus.documents))
     return results
 
 
-def judge(item: Item, draft: Draft, ranked: list[bool], n_relevant: int, answer: Answer, documents) -> Result:
+def judge(
+    item: Item,
+    draft: Draft,
+    ranked: list[bool],
+    n_relevant: int,
+    answer: Answer,
+    documents: dict[str, Document],
+) -> Result:
     evidence = answer.answer + " " + " ".join(c.quote for c in answer.citations)
     supported = item.answerable and not answer.abstained and supports(evidence, item.must_contain)
-    valid = all(verify(c, documents) for c in answer.citations) and markers_resolve(
+    valid = all(verify(c, documents.get(c.doc_id)) for c in answer.citations) and markers_resolve(
         answer.answer, [c.n for c in answer.citations]
     )
     said = answer.answer.casefold()
@@ -105,10 +112,11 @@ def refinish(
 ) -> list[Result]:
     """Re-decide answers under another calibration or answerer without retrieving again."""
     answerer = answerer or kb.answerer
+    documents = Snapshot.of(kb.store).documents
     out = []
     for r in results:
         answer = answerer.finish(r.draft, calibration)
-        out.append(judge(r.item, r.draft, r.ranked, r.n_relevant, answer, kb.index.documents))
+        out.append(judge(r.item, r.draft, r.ranked, r.n_relevant, answer, documents))
     return out
 
 

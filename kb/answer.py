@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Collection
 
 from kb.calibration import SENTENCE_FEATURES, AnswerFeatures, Calibration, SentenceFeatures
-from kb.candidates import Candidate, Draft, Featuriser, mentions, named_terms, quotable
+from kb.candidates import Candidate, Draft, Featuriser, SentenceView, named_terms
 from kb.compose import Realiser, join, label
 from kb.config import MAX_QUESTION_CHARS
 from kb.retrieve import Retriever
 from kb.text import tokenize
 from kb.tuning import ANSWERING, Answering
-from kb.types import OFFICIAL_KINDS, Answer, Citation, Document, Hit
+from kb.types import OFFICIAL_KINDS, Answer, Chunk, Citation, Document, Hit, quotable
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,8 @@ def check_question(question: str, limit: int = MAX_QUESTION_CHARS) -> str:
     return question
 
 
-def verify(citation: Citation, documents: dict[str, Document]) -> bool:
-    """A citation is valid only if its quote is exactly the cited span of its document."""
-    doc = documents.get(citation.doc_id)
+def verify(citation: Citation, doc: Document | None) -> bool:
+    """A citation is valid only if its quote is exactly the cited span of its document ``doc``."""
     return (
         doc is not None
         and 0 <= citation.start < citation.end <= len(doc.text)
@@ -69,16 +68,9 @@ class Answerer:
         self.answering = answering
         self.max_question_chars = max_question_chars
         self.calibration = calibration or Calibration.load(list(retriever.embedders))
-        index = retriever.index
-        self._sentences_by_row: dict[int, list[int]] = {}
-        for i, row in enumerate(index.sentences.chunk_row.tolist()):
-            self._sentences_by_row.setdefault(row, []).append(i)
-        self.featuriser = Featuriser(retriever, self._sentences_by_row, answering)
-        self.realiser = Realiser(index, retriever.embedders, self._sentences_by_row, answering)
-        self._comments = {(c.doc_id, c.origin.comment_id): c for c in index.chunks if c.origin.comment_id}
-        # what the material states: a name only a corrected claim or a question mentions ("Frankfurt", in
-        # "C5 is in every region, we're in Frankfurt") is not something the material covers
-        self._stated = {t for c in index.chunks if quotable(c) for t in tokenize(f"{c.context} {c.text}")}
+        self.store = retriever.store
+        self.featuriser = Featuriser(retriever, answering)
+        self.realiser = Realiser(self.store, retriever.embedders, answering)
 
     def answer(
         self,
@@ -103,12 +95,15 @@ class Answerer:
         hits = self.retriever.search(
             question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals
         )
+        # what the material states: a name only a corrected claim or a question mentions ("Frankfurt", in
+        # "C5 is in every region, we're in Frankfurt") is not something the material covers
         terms = set(tokenize(question))
-        unknown = sum(t not in self._stated for t in terms) / len(terms) if terms else 0.0
-        missing_name = float(any(not mentions(name, self._stated) for name in named_terms(question)))
+        unknown = sum(not self.store.stated(t) for t in terms) / len(terms) if terms else 0.0
+        missing_name = float(any(not self.store.stated(name, inside=True) for name in named_terms(question)))
         answer_lang = lang if lang in LANGS else signals.query_lang
         candidates = self.featuriser.candidates(question, signals, hits, answer_lang)
-        return Draft(question, answer_lang, hits, candidates, unknown, missing_name)
+        view = SentenceView(self.store, signals.sentences)
+        return Draft(question, answer_lang, hits, candidates, view, unknown, missing_name)
 
     def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:
         """Choose sentences, decide to answer or abstain, and build verified citations."""
@@ -122,7 +117,7 @@ class Answerer:
         parts: list[str] = []
         for cand in chosen:
             citation = self._citation(len(citations) + 1, cand, draft.hits)
-            if not verify(citation, self.retriever.index.documents):
+            if not verify(citation, self.store.document(citation.doc_id)):
                 log.warning("dropped a citation that failed verification: %s %d-%d", *_span(citation))
                 continue
             citations.append(citation)
@@ -158,9 +153,9 @@ class Answerer:
                 break
             if best.official and not cand.official:
                 continue  # community reports only for what official sources do not cover
-            if not any(self._similar(cand, c) for c in chosen):
+            if not any(self._similar(draft.view, cand, c) for c in chosen):
                 chosen.append(cand)
-        said = self.realiser.realise(chosen, draft.candidates, draft.lang)
+        said = self.realiser.realise(chosen, draft.candidates, draft.lang, draft.view)
         if self.answering.other_lang_lead_only and any(c.lang == draft.lang for c in said):
             said = [c for i, c in enumerate(said) if c.lang == draft.lang or i == 0]
         rank = {h.row: h.rank for h in draft.hits}
@@ -168,7 +163,7 @@ class Answerer:
         order = sorted(said, key=lambda c: (not c.official, c.row != lead, rank.get(c.row, 99), c.start))
         return order, self.featuriser.answer_features(draft, order, best_score, said[0])
 
-    def _similar(self, a: Candidate, b: Candidate) -> bool:
+    def _similar(self, view: SentenceView, a: Candidate, b: Candidate) -> bool:
         """Overlapping spans, or two sentences from different passages that say the same thing.
 
         Within one passage only overlap counts: an FAQ answer or a comment does not restate itself,
@@ -178,18 +173,20 @@ class Answerer:
         if a.row == b.row:
             return not (a.end <= b.start or b.end <= a.start)
         if a.lang != b.lang:
-            return self.realiser.cosine(a.sid, b.sid) >= self.answering.counterpart
-        vectors = self.retriever.index.sentences.vectors.values()
-        return any(float(v[a.sid] @ v[b.sid]) > self.answering.redundant for v in vectors)
+            return self.realiser.cosine(view, a.sid, b.sid) >= self.answering.counterpart
+        return any(
+            float(view.vector(m, a.sid) @ view.vector(m, b.sid)) > self.answering.redundant
+            for m in self.retriever.embedders
+        )
 
     # ------------------------------------------------------------ output
 
     def _citation(self, n: int, cand: Candidate, hits: list[Hit]) -> Citation:
-        chunk = self.retriever.index.chunks[cand.row]
-        doc = self.retriever.index.documents[chunk.doc_id]
+        chunk = self.store.chunk(cand.row)
+        doc = self.store.document(chunk.doc_id)
+        assert doc is not None, chunk.doc_id  # a live chunk's document is stored with it
         score = next((h.score for h in hits if h.row == cand.row), 0.0)
-        corrected = [self._comments.get((chunk.doc_id, cid)) for cid in chunk.origin.corrects]
-        first = next((c for c in corrected if c is not None), None)
+        first = self._corrected(chunk)
         return Citation(
             n=n,
             chunk_id=chunk.chunk_id,
@@ -212,21 +209,30 @@ class Answerer:
             else None,
         )
 
+    def _corrected(self, chunk: Chunk) -> Chunk | None:
+        """The first earlier comment of the same thread whose claim ``chunk`` corrects."""
+        if not chunk.origin.corrects:
+            return None
+        rows = self.store.document_rows(chunk.doc_id).tolist()
+        by_id = {
+            c.origin.comment_id: c for c in (self.store.chunk(int(r)) for r in rows) if c.origin.comment_id
+        }
+        return next((by_id[cid] for cid in chunk.origin.corrects if cid in by_id), None)
+
     def _abstain(self, answer_id: str, draft: Draft, confidence: float) -> Answer:
         """Say the material does not cover it; list the nearest passages apart from the answer."""
         citations: list[Citation] = []
-        index = self.retriever.index
         nearest = [h for h in draft.hits if quotable(h.chunk)][: self.answering.nearest_on_abstain]
         for hit in nearest:
-            sids = self._sentences_by_row.get(hit.row, [])
+            sids = draft.view.of_row(hit.row)
             if not sids:
                 continue
-            i = sids[0]
-            start, end = int(index.sentences.start[i]), int(index.sentences.end[i])
+            _, start, end = draft.view.span(sids[0])
             blank = SentenceFeatures(*[0.0] * len(SENTENCE_FEATURES))
-            cand = Candidate(i, hit.row, start, end, hit.chunk.kind in OFFICIAL_KINDS, hit.chunk.lang, blank)
+            official = hit.chunk.kind in OFFICIAL_KINDS
+            cand = Candidate(sids[0], hit.row, start, end, official, hit.chunk.lang, blank)
             citation = self._citation(len(citations) + 1, cand, draft.hits)
-            if verify(citation, index.documents):
+            if verify(citation, self.store.document(citation.doc_id)):
                 citations.append(citation)
         return Answer(
             answer_id, draft.question, ABSTAIN[draft.lang], True, confidence, tuple(citations), draft.lang

@@ -8,15 +8,25 @@ the best retrieved passages. Thread comments that only ask, and comments whose c
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+
+import numpy as np
 
 from kb.calibration import AnswerFeatures, SentenceFeatures
 from kb.fusion import signal_weight
 from kb.retrieve import Retriever, Signals
+from kb.store import SentenceRows, Store
 from kb.text import detect_lang, tokenize
 from kb.tuning import ANSWERING, Answering
-from kb.types import OFFICIAL_KINDS, Chunk, Hit
+from kb.types import OFFICIAL_KINDS, Hit, quotable
+
+TERM_CACHE = (
+    50_000  # passage and sentence texts whose tokens are kept: a small corpus's all, a large one's hot
+)
 
 # Things a question names: words with a digit (c6i, p3.16xlarge, us-east-1), a capital (Graviton, vCPUs)
 # or code punctuation (board_asset_tag, net.ifnames). One the corpus never mentions is strong evidence the
@@ -74,14 +84,52 @@ def mentions(name: str, terms: Collection[str]) -> bool:
     return name in terms or any(name in term for term in terms)
 
 
-def quotable(chunk: Chunk) -> bool:
-    """A passage the answer may quote: official, or a comment that states something nobody corrected."""
-    return chunk.kind in OFFICIAL_KINDS or not (chunk.origin.disputed_by or chunk.origin.asks)
+def coverage(
+    query_terms: AbstractSet[str], text_terms: AbstractSet[str], weight: Callable[[str], float]
+) -> float:
+    """IDF-weighted share of the query's terms that ``text`` contains (0..1)."""
+    total = sum(weight(t) for t in query_terms)
+    return sum(weight(t) for t in query_terms & text_terms) / total if total else 0.0
+
+
+class SentenceView:
+    """The sentences one answer may use: its candidate passages' (retrieval has read them already) and any
+    other passage's the answer reaches for (an FAQ entry's twin), read from the store once."""
+
+    def __init__(self, store: Store, table: SentenceRows) -> None:
+        self.store = store
+        self.tables = [table]
+
+    def _find(self, sid: int) -> tuple[SentenceRows, int]:
+        for table in self.tables:
+            i = int(np.searchsorted(table.sid, sid))
+            if i < len(table) and int(table.sid[i]) == sid:
+                return table, i
+        raise KeyError(f"sentence {sid} is not in this answer's view")
+
+    def vector(self, model_id: str, sid: int) -> np.ndarray:
+        table, i = self._find(sid)
+        return table.vectors[model_id][i]
+
+    def span(self, sid: int) -> tuple[int, int, int]:
+        """(chunk row, start, end) of a sentence."""
+        table, i = self._find(sid)
+        return int(table.row[i]), int(table.start[i]), int(table.end[i])
+
+    def of_row(self, row: int) -> list[int]:
+        """The sentence ids of one chunk, in text order."""
+        for table in self.tables:
+            a, b = int(np.searchsorted(table.row, row, "left")), int(np.searchsorted(table.row, row, "right"))
+            if b > a:
+                return [int(x) for x in table.sid[a:b]]
+        table = self.store.sentences(np.array([row], np.int64))
+        self.tables.append(table)
+        return [int(x) for x in table.sid]
 
 
 @dataclass(frozen=True)
 class Candidate:
-    sid: int  # sentence row
+    sid: int  # sentence id
     row: int  # chunk row
     start: int
     end: int
@@ -98,6 +146,7 @@ class Draft:
     lang: str  # the answer's language
     hits: list[Hit]
     candidates: list[Candidate]
+    view: SentenceView
     unknown: float = 0.0  # share of the question's terms that nothing quotable uses
     missing_name: float = 0.0  # 1.0 when the question names something nothing quotable mentions
 
@@ -105,45 +154,54 @@ class Draft:
 class Featuriser:
     """Turns retrieved passages into candidate sentences with the ranker's features."""
 
-    def __init__(
-        self, retriever: Retriever, sentences_by_row: dict[int, list[int]], answering: Answering = ANSWERING
-    ) -> None:
+    def __init__(self, retriever: Retriever, answering: Answering = ANSWERING) -> None:
         self.retriever = retriever
+        self.store = retriever.store
         self.answering = answering
-        self.sentences_by_row = sentences_by_row
-        self._terms: dict[str, frozenset[str]] = {}  # index texts' token sets, by text
+        self._terms: OrderedDict[str, frozenset[str]] = OrderedDict()  # texts' token sets, by text
+        self._lock = threading.Lock()
 
     def terms(self, text: str) -> frozenset[str]:
-        """The tokens of a passage, sentence or heading, tokenized once: the index's texts are few and
-        asked about again and again (a race only tokenizes one twice)."""
-        found = self._terms.get(text)
-        if found is None:
-            found = self._terms[text] = frozenset(tokenize(text))
+        """The tokens of a passage, sentence or heading, tokenized once while they are asked about often."""
+        with self._lock:
+            found = self._terms.get(text)
+            if found is not None:
+                self._terms.move_to_end(text)
+                return found
+        found = frozenset(tokenize(text))
+        with self._lock:
+            self._terms[text] = found
+            if len(self._terms) > TERM_CACHE:
+                self._terms.popitem(last=False)
         return found
+
+    def coverage(self, query_terms: AbstractSet[str], text_terms: AbstractSet[str]) -> float:
+        return coverage(query_terms, text_terms, self.store.term_weight)
 
     def candidates(
         self, question: str, signals: Signals, hits: list[Hit], answer_lang: str
     ) -> list[Candidate]:
-        index = self.retriever.index
-        lexical = index.lexical
+        table = signals.sentences
         q_terms = set(tokenize(question))
         names = named_terms(question)
         out = []
         for hit in [h for h in hits if quotable(h.chunk)][: self.answering.candidate_chunks]:
-            doc = index.documents[hit.chunk.doc_id]
-            sids = self.sentences_by_row.get(hit.row, [])
-            sims = self.similarity(signals, hit.chunk.lang, sids)
+            doc = self.store.document(hit.chunk.doc_id)
+            if doc is None:
+                continue
+            positions = signals.sentence_positions(hit.row)
+            sims = self.similarity(signals, hit.chunk.lang, positions)
             question_match = max(sims.values(), default=0.0)
-            chunk_coverage = lexical.coverage(q_terms, self.terms(hit.chunk.context + " " + hit.chunk.text))
+            chunk_coverage = self.coverage(q_terms, self.terms(hit.chunk.context + " " + hit.chunk.text))
             # what an official passage's heading names (an FAQ question's "C4", the article's site)
             # its sentences are about, even when they do not repeat it
             heading = self.terms(hit.chunk.context) if hit.chunk.kind in OFFICIAL_KINDS else frozenset()
             # a thread comment answers the comment or post it replies to, which rides along as its
             # context: a reply to a comment that says what the question asks is likely its answer
-            reply = lexical.coverage(q_terms, self.terms(hit.chunk.context)) if hit.chunk.is_reply else 0.0
+            reply = self.coverage(q_terms, self.terms(hit.chunk.context)) if hit.chunk.is_reply else 0.0
             lead = True
-            for i in sids:
-                start, end = int(index.sentences.start[i]), int(index.sentences.end[i])
+            for i in positions:
+                start, end = int(table.start[i]), int(table.end[i])
                 text = doc.text[start:end]
                 if len(text) < self.answering.min_sentence_chars or text.endswith(NOT_ANSWERS):
                     continue
@@ -151,7 +209,7 @@ class Featuriser:
                 terms = self.terms(text)
                 features = SentenceFeatures(
                     dense=sims[i],
-                    coverage=lexical.coverage(q_terms, terms),
+                    coverage=self.coverage(q_terms, terms),
                     names=sum(mentions(n, terms | heading) for n in names) / len(names) if names else 0.0,
                     chunk_coverage=chunk_coverage,
                     fused=hit.score,
@@ -163,12 +221,11 @@ class Featuriser:
                     reply=reply,
                 )
                 lead = False
-                out.append(
-                    Candidate(i, hit.row, start, end, hit.chunk.kind in OFFICIAL_KINDS, lang, features)
-                )
+                official = hit.chunk.kind in OFFICIAL_KINDS
+                out.append(Candidate(int(table.sid[i]), hit.row, start, end, official, lang, features))
         return out
 
-    def similarity(self, signals: Signals, passage_lang: str, sids: Sequence[int]) -> dict[int, float]:
+    def similarity(self, signals: Signals, passage_lang: str, positions: Sequence[int]) -> dict[int, float]:
         """Each sentence's cosine to the question, averaged over the embedders with the weights
         retrieval gives them for this language pair (for an English question over English text USE
         is the weaker signal). Across languages only multilingual embedders count: MiniLM's cosine
@@ -184,18 +241,18 @@ class Featuriser:
         total = sum(weights.values())
         if total <= 0:
             weights, total = dict.fromkeys(sims, 1.0), float(len(sims) or 1)
-        return {i: sum(w * float(sims[m][i]) for m, w in weights.items()) / total for i in sids}
+        return {i: sum(w * float(sims[m][i]) for m, w in weights.items()) / total for i in positions}
 
     def answer_features(
         self, draft: Draft, chosen: Sequence[Candidate], best_score: float, best: Candidate
     ) -> AnswerFeatures:
         """What the chosen sentences say about what the question asks: its names, its terms, a number."""
-        index = self.retriever.index
         said: set[str] = set()
         texts = []
         for cand in chosen:
-            chunk = index.chunks[cand.row]
-            texts.append(index.documents[chunk.doc_id].text[cand.start : cand.end])
+            chunk = self.store.chunk(cand.row)
+            doc = self.store.document(chunk.doc_id)
+            texts.append(doc.text[cand.start : cand.end] if doc else "")
             said |= self.terms(texts[-1])
             if chunk.kind in OFFICIAL_KINDS:
                 said |= self.terms(chunk.context or chunk.section)
@@ -211,7 +268,7 @@ class Featuriser:
             unknown=draft.unknown,
             missing_name=draft.missing_name,
             unmatched_name=sum(not mentions(n, said) for n in names) / len(names) if names else 0.0,
-            coverage=index.lexical.coverage(q_terms, said),
+            coverage=self.coverage(q_terms, said),
             asks_unmet=float(unmet),
             across=float(best.lang != draft.lang),
         )

@@ -13,9 +13,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from kb.candidates import NOT_ANSWERS, Candidate
+from kb.candidates import NOT_ANSWERS, Candidate, SentenceView
 from kb.embed import Embedder
-from kb.store import LoadedIndex
+from kb.store import Store
 from kb.tuning import ANSWERING, Answering
 from kb.types import OFFICIAL_KINDS
 
@@ -54,73 +54,73 @@ class Realiser:
     """Finds, for a sentence in one language, the sentence that says it in the other."""
 
     def __init__(
-        self,
-        index: LoadedIndex,
-        embedders: Mapping[str, Embedder],
-        sentences_by_row: Mapping[int, list[int]],
-        answering: Answering = ANSWERING,
+        self, store: Store, embedders: Mapping[str, Embedder], answering: Answering = ANSWERING
     ) -> None:
-        self.index = index
+        self.store = store
         self.answering = answering
-        self.sentences_by_row = sentences_by_row
         self.multilingual = [m for m, e in embedders.items() if e.multilingual]
-        self.twins: dict[tuple[str, str], list[int]] = {}  # (doc_id, entry key) -> chunk rows
-        for row, chunk in enumerate(index.chunks):
-            if chunk.origin.entry_key:
-                self.twins.setdefault((chunk.doc_id, chunk.origin.entry_key), []).append(row)
 
-    def cosine(self, a: int, b: int) -> float:
+    def cosine(self, view: SentenceView, a: int, b: int) -> float:
         """Cross-language cosine of two sentences: multilingual embedders only (-1 without one)."""
-        vectors = self.index.sentences.vectors
         return (
-            float(np.mean([vectors[m][a] @ vectors[m][b] for m in self.multilingual]))
+            float(np.mean([view.vector(m, a) @ view.vector(m, b) for m in self.multilingual]))
             if self.multilingual
             else -1.0
         )
 
     def realise(
-        self, chosen: Sequence[Candidate], pool: Sequence[Candidate], answer_lang: str
+        self, chosen: Sequence[Candidate], pool: Sequence[Candidate], answer_lang: str, view: SentenceView
     ) -> list[Candidate]:
         """``chosen`` said in ``answer_lang`` where the material allows, without restating a fact."""
         out: list[Candidate] = []
         for cand in chosen:
-            said = cand if cand.lang == answer_lang else (self.counterpart(cand, pool, answer_lang) or cand)
+            said = (
+                cand
+                if cand.lang == answer_lang
+                else (self.counterpart(cand, pool, answer_lang, view) or cand)
+            )
             if any(c.sid == said.sid for c in out):
                 continue
             if said.lang != answer_lang and any(
-                self.cosine(said.sid, c.sid) >= self.answering.counterpart for c in out
+                self.cosine(view, said.sid, c.sid) >= self.answering.counterpart for c in out
             ):
                 continue  # already said in the answer's language
             out.append(said)
         return out
 
-    def counterpart(self, cand: Candidate, pool: Sequence[Candidate], answer_lang: str) -> Candidate | None:
+    def counterpart(
+        self, cand: Candidate, pool: Sequence[Candidate], answer_lang: str, view: SentenceView
+    ) -> Candidate | None:
         """The twin entry's closest sentence, or a candidate in ``answer_lang`` close enough to say the same."""
-        twin = self._twin_sentences(cand, answer_lang)
+        twin = self._twin_sentences(cand, answer_lang, view)
         if twin:
-            best = max(twin, key=lambda sid: self.cosine(cand.sid, sid))
-            row = int(self.index.sentences.chunk_row[best])
-            start, end = int(self.index.sentences.start[best]), int(self.index.sentences.end[best])
+            best = max(twin, key=lambda sid: self.cosine(view, cand.sid, sid))
+            row, start, end = view.span(best)
             return replace(cand, sid=best, row=row, start=start, end=end, lang=answer_lang)
         same = [c for c in pool if c.lang == answer_lang and c.official >= cand.official]
-        scored = [(self.cosine(cand.sid, c.sid), c) for c in same]
+        scored = [(self.cosine(view, cand.sid, c.sid), c) for c in same]
         best_score, best_cand = max(scored, key=lambda x: x[0], default=(-1.0, None))
         return best_cand if best_cand is not None and best_score >= self.answering.counterpart else None
 
-    def _twin_sentences(self, cand: Candidate, answer_lang: str) -> list[int]:
-        chunk = self.index.chunks[cand.row]
+    def _twin_sentences(self, cand: Candidate, answer_lang: str, view: SentenceView) -> list[int]:
+        chunk = self.store.chunk(cand.row)
         if chunk.kind not in OFFICIAL_KINDS or not chunk.origin.entry_key:
             return []
         twin_doc = f"{chunk.doc_id.rsplit('.', 1)[0]}.{answer_lang}"
-        rows = self.twins.get((twin_doc, chunk.origin.entry_key), [])
-        doc = self.index.documents.get(twin_doc)
+        doc = self.store.document(twin_doc)
         if doc is None:
             return []
-        s = self.index.sentences
-        return [
-            sid
-            for row in rows
-            for sid in self.sentences_by_row.get(row, [])
-            if int(s.end[sid]) - int(s.start[sid]) >= self.answering.min_sentence_chars
-            and not doc.text[int(s.start[sid]) : int(s.end[sid])].endswith(NOT_ANSWERS)
+        rows = [
+            int(row)
+            for row in self.store.document_rows(twin_doc)
+            if self.store.chunk(int(row)).origin.entry_key == chunk.origin.entry_key
         ]
+        out = []
+        for row in rows:
+            for sid in view.of_row(row):
+                _, start, end = view.span(sid)
+                if end - start >= self.answering.min_sentence_chars and not doc.text[start:end].endswith(
+                    NOT_ANSWERS
+                ):
+                    out.append(sid)
+        return out

@@ -42,6 +42,12 @@ class Settings:
     widget_token_ttl: int = WIDGET_TOKEN_TTL
     public_endpoints: tuple[str, ...] = ()  # "docs", "metrics": open even when API keys are set
     ingest_lock_timeout: float = INGEST_LOCK_TIMEOUT
+    store: str = "local"  # where the index lives: "local" files at index_dir, or "milvus" (kb/store.py)
+    milvus_uri: str = (
+        ""  # KB_STORE=milvus: a Milvus Lite file (default: milvus.db beside index_dir) or a server URL
+    )
+    milvus_token: str = ""  # KB_STORE=milvus: "user:password" or an API key, when the server asks for one
+    milvus_collection: str = "kbq"  # KB_STORE=milvus: the prefix of kbq's collection names
 
     @property
     def feedback_db(self) -> Path:
@@ -89,5 +95,15 @@ class Settings:
             widget_token_ttl=int(env.get("KB_WIDGET_TOKEN_TTL", "") or WIDGET_TOKEN_TTL),
             public_endpoints=items("KB_PUBLIC_ENDPOINTS"),
             ingest_lock_timeout=float(env.get("KB_INGEST_LOCK_TIMEOUT", "") or INGEST_LOCK_TIMEOUT),
+            store=_store(env.get("KB_STORE", "") or "local"),
+            milvus_uri=env.get("KB_MILVUS_URI", ""),
+            milvus_token=env.get("KB_MILVUS_TOKEN", ""),
+            milvus_collection=env.get("KB_MILVUS_COLLECTION", "") or "kbq",
         )
         return replace(settings, **overrides)  # type: ignore[arg-type]
+
+
+def _store(name: str) -> str:
+    if name not in ("local", "milvus"):
+        raise ValueError(f"KB_STORE is {name!r}; it must be 'local' or 'milvus'")
+    return name

@@ -36,24 +36,33 @@ def signal_weight(weights: Weights, query_lang: str, passage_lang: str, signal: 
     return float(table.get(key, table.get(DENSE, 0.0)))
 
 
-def normalise(scores: np.ndarray, passage_langs: np.ndarray) -> np.ndarray:
+def normalise(scores: np.ndarray, passage_langs: np.ndarray, sample: np.ndarray | None = None) -> np.ndarray:
     """Each row centred within each passage language and divided by the row's spread over all passages.
 
     The common spread keeps a group's best passage from being stretched into a strong match just because
     its group is narrow: scaled within each language, an English passage at cosine 0.73 beat a Chinese
     one at 0.75 for a Chinese question (golden set, recall@5 0.946 -> 0.962). Over a one-language index
     this is the plain z-score.
+
+    ``sample``: the passages whose scores stand for the whole corpus (a large store scores only its
+    candidates and a fixed random sample, and the candidates are the best, not typical); by default all.
     """
     rows = np.atleast_2d(scores).astype(np.float32, copy=False)
     out = np.zeros_like(rows)
-    spread = rows.std(axis=1, keepdims=True)
+    spread = (rows if sample is None else rows[:, sample]).std(axis=1, keepdims=True)
     flat = spread[:, 0] <= 1e-9
     safe = np.where(flat[:, None], 1.0, spread)
     for lang in LANGS:
         cols = passage_langs == lang
         if cols.any():
             part = rows[:, cols]
-            out[:, cols] = (part - part.mean(axis=1, keepdims=True)) / safe
+            typical = cols & sample if sample is not None and (cols & sample).any() else cols
+            centre = (
+                part.mean(axis=1, keepdims=True)
+                if typical is cols
+                else rows[:, typical].mean(axis=1, keepdims=True)
+            )
+            out[:, cols] = (part - centre) / safe
     out[flat] = 0.0
     return out.reshape(np.shape(scores))
 
@@ -93,6 +102,7 @@ def fuse_one(
     passage_langs: np.ndarray,
     weights_of: Callable[[str], np.ndarray],
     prior: np.ndarray | None = None,
+    sample: np.ndarray | None = None,
 ) -> np.ndarray:
     """``fuse`` for one question, with its per-passage weights (``passage_weights``) looked up by
     ``weights_of(key)``, so a caller can compute them once per question language. The same float
@@ -103,7 +113,7 @@ def fuse_one(
     for key, scores in raw:
         per_passage = weights_of(key)
         if per_passage.any():
-            total += normalise(scores, passage_langs) * per_passage
+            total += normalise(scores, passage_langs, sample) * per_passage
     return total
 
 

@@ -15,13 +15,13 @@ from kb.config import Settings
 from kb.embed import Embedder, embedder_names, load_embedder
 from kb.indexer import SourceRecord, UpdateReport, update_index
 from kb.retrieve import Retriever, Weights
-from kb.store import LoadedIndex, current_version, load_index
+from kb.store import Store, current_version, open_store
 from kb.types import Answer, Document, Hit
 
 
 @dataclass(frozen=True)
 class _State:
-    index: LoadedIndex
+    store: Store
     retriever: Retriever
     answerer: Answerer
 
@@ -41,7 +41,7 @@ def build_index(
     """Incrementally (re)build the index folder named by ``settings.index_dir``; ``on_wait`` hears who
     holds the writer lock when another ingest is running (see ``kb.indexer.update_index``)."""
     return update_index(
-        settings.index_dir,
+        settings,
         sources,
         embedders_for(settings),
         parser_version,
@@ -66,7 +66,7 @@ class KnowledgeBase:
         self._fast_start = fast_start  # a one-shot process: models ready soonest, not fastest per question
         self._lock = threading.Lock()
         self._checked = 0.0
-        self._state = self._load()
+        self._state = self._load(None)
 
     @classmethod
     def open(cls, settings: Settings, fast_start: bool = False) -> KnowledgeBase:
@@ -74,18 +74,21 @@ class KnowledgeBase:
         that answers one question (``kbq ask``): encoders that need no warm-up."""
         return cls(settings, fast_start=fast_start)
 
-    def _load(self) -> _State:
+    def _load(self, previous: _State | None) -> _State:
         names = embedder_names(self.settings.embed_model)
-        index = load_index(self.settings.index_dir, names)
-        cache = self.settings.model_cache_dir
-        embedders = {name: load_embedder(name, cache, self._fast_start) for name in names}
-        retriever = Retriever(index, embedders, self._weights)
+        store = open_store(self.settings, names, reuse=previous.store if previous else None)
+        if previous is not None:
+            embedders = previous.retriever.embedders  # loaded once per process
+        else:
+            cache = self.settings.model_cache_dir
+            embedders = {name: load_embedder(name, cache, self._fast_start) for name in names}
+        retriever = Retriever(store, embedders, self._weights)
         answerer = Answerer(retriever, self._calibration, self.settings.max_question_chars)
-        return _State(index, retriever, answerer)
+        return _State(store, retriever, answerer)
 
     @property
-    def index(self) -> LoadedIndex:
-        return self._state.index
+    def store(self) -> Store:
+        return self._state.store
 
     @property
     def answerer(self) -> Answerer:
@@ -93,7 +96,7 @@ class KnowledgeBase:
 
     @property
     def version(self) -> str:
-        return self._state.index.version
+        return self._state.store.version
 
     def reload_if_changed(self, min_interval: float = 0.0) -> bool:
         """Swap in a newer index version if ``kbq ingest`` wrote one; cheap when nothing changed."""
@@ -101,13 +104,13 @@ class KnowledgeBase:
         if now - self._checked < min_interval:
             return False
         self._checked = now
-        latest = current_version(self.settings.index_dir)
-        if latest is None or latest == self._state.index.version:
+        latest = current_version(self.settings)
+        if latest is None or latest == self._state.store.version:
             return False
         with self._lock:
-            if current_version(self.settings.index_dir) == self._state.index.version:
+            if current_version(self.settings) == self._state.store.version:
                 return False
-            self._state = self._load()
+            self._state = self._load(self._state)
         return True
 
     def ask(
@@ -132,17 +135,30 @@ class KnowledgeBase:
         )
 
     def documents(self) -> list[Document]:
-        return sorted(self._state.index.documents.values(), key=lambda d: d.doc_id)
+        store = self._state.store
+        return [d for d in (store.document(i) for i in store.document_ids()) if d is not None]
 
     def document(self, doc_id: str) -> Document | None:
-        return self._state.index.documents.get(doc_id)
+        return self._state.store.document(doc_id)
+
+    def chunk_count(self, doc_id: str) -> int:
+        return len(self._state.store.document_rows(doc_id))
+
+    def counts(self) -> tuple[int, int]:
+        """(documents, chunks) of the version being served."""
+        counts = self._state.store.manifest["counts"]
+        return int(counts["documents"]), int(counts["chunks"])
 
     def stats(self) -> dict[str, object]:
-        index = self._state.index
+        store = self._state.store
+        counts = store.manifest["counts"]
         return {
-            "version": index.version,
-            "documents": len(index.documents),
-            "chunks": len(index.chunks),
-            "embedders": [e["id"] for e in index.manifest["embedders"]],
-            "path": str(Path(index.path)),
+            "version": store.version,
+            "documents": counts["documents"],
+            "chunks": counts["chunks"],
+            "embedders": [e["id"] for e in store.manifest["embedders"]],
+            "store": self.settings.store,
+            "path": str(Path(self.settings.index_dir))
+            if self.settings.store == "local"
+            else self.settings.milvus_uri,
         }

@@ -1,4 +1,9 @@
-"""BM25 over a sparse document-term matrix; saved as plain npz + json, no pickle.
+"""BM25 over a sparse document-term matrix; saved as plain npy + json, no pickle.
+
+The matrix holds each term's saturated frequency, tf·(k1+1) / (tf + k1·(1 − b + b·len/avgdl)); the idf is
+applied when a question is scored, from document frequencies that may span several indexes (the local
+store's segments, kb/local_store.py), so adding a segment never rewrites an old one. Every store weighs
+terms with these functions (the Milvus store sends the same saturated weights as sparse vectors).
 
 Scoring reads the matrix's compressed-column arrays directly; scipy builds the matrix at ingest and is
 never imported to answer (importing scipy.sparse alone costs a cold ``kbq ask`` ~0.1-0.2 s)."""
@@ -7,14 +12,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from kb.text import tokenize
+from kb.tuning import INDEX
 
 
 class Columns(NamedTuple):
@@ -26,15 +31,35 @@ class Columns(NamedTuple):
     shape: tuple[int, int]
 
 
+def term_counts(text: str, cjk: str = INDEX.lexical.cjk) -> Counter[str]:
+    """The BM25 terms of a text (kb.text.tokenize) with their frequencies."""
+    return Counter(tokenize(text, cjk))
+
+
+def idf(df: np.ndarray | float, n_docs: int) -> np.ndarray:
+    """Okapi BM25's idf, never negative: log(1 + (N − df + 0.5) / (df + 0.5)), in float32."""
+    df = np.asarray(df, dtype=np.float64)
+    return np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+
+
+def saturate(tf: np.ndarray, length: np.ndarray, avgdl: float, k1: float, b: float) -> np.ndarray:
+    """Each term frequency's BM25 weight before idf, given its document's length."""
+    norm = k1 * (1 - b + b * length / max(avgdl, 1e-9))
+    return (tf * (k1 + 1) / (tf + norm)).astype(np.float32)
+
+
 class Bm25Index:
     """Okapi BM25. ``scores`` returns one score per document, higher is better."""
 
-    def __init__(self, columns: Columns, vocab: dict[str, int], cjk: str, idf: np.ndarray) -> None:
+    def __init__(
+        self, columns: Columns, vocab: dict[str, int], cjk: str, df: np.ndarray, avgdl: float
+    ) -> None:
         self.columns = columns
         self.vocab = vocab
         self.cjk = cjk
-        self.idf = idf
-        self._max_idf = float(idf.max()) if idf.size else 1.0
+        self.df = df
+        self.avgdl = avgdl
+        self.idf = idf(df, self.size)
 
     @property
     def size(self) -> int:
@@ -47,73 +72,127 @@ class Bm25Index:
         from scipy import sparse
 
         c = self.columns
-        return sparse.csc_matrix((c.data, c.indices, c.indptr), shape=c.shape)
+        return sparse.csc_matrix((c.data * self.idf[_column_of(c)], c.indices, c.indptr), shape=c.shape)
 
     @classmethod
-    def build(cls, texts: Sequence[str], cjk: str = "bigram", k1: float = 1.2, b: float = 0.75) -> Bm25Index:
-        from scipy import sparse
+    def build(
+        cls,
+        texts: Sequence[str],
+        cjk: str = "bigram",
+        k1: float = 1.2,
+        b: float = 0.75,
+        avgdl: float | None = None,
+    ) -> Bm25Index:
+        """``avgdl``: the average length to normalise by, by default these texts' own."""
+        return cls.from_counts([term_counts(t, cjk) for t in texts], cjk, k1, b, avgdl)
 
+    @classmethod
+    def from_counts(
+        cls,
+        counts: Sequence[Mapping[str, int]],
+        cjk: str = "bigram",
+        k1: float = 1.2,
+        b: float = 0.75,
+        avgdl: float | None = None,
+    ) -> Bm25Index:
         vocab: dict[str, int] = {}
         rows, cols, tfs = [], [], []
-        lengths = np.zeros(len(texts), dtype=np.float32)
-        for i, text in enumerate(texts):
-            counts = Counter(tokenize(text, cjk))
-            lengths[i] = sum(counts.values())
-            for term, tf in counts.items():
+        lengths = np.zeros(len(counts), dtype=np.float32)
+        for i, terms in enumerate(counts):
+            lengths[i] = sum(terms.values())
+            for term, tf in terms.items():
                 rows.append(i)
                 cols.append(vocab.setdefault(term, len(vocab)))
                 tfs.append(tf)
-        shape = (len(texts), max(len(vocab), 1))
-        tf = sparse.csr_matrix((np.array(tfs, dtype=np.float32), (rows, cols)), shape=shape)
-        df = np.bincount(np.array(cols, dtype=np.int64), minlength=shape[1]).astype(np.float32)
-        idf = np.log(1.0 + (len(texts) - df + 0.5) / (df + 0.5))
-        avgdl = float(lengths.mean()) if len(texts) else 1.0
-        norm = k1 * (1 - b + b * lengths / max(avgdl, 1e-9))
-        tf = tf.tocoo()
-        data = tf.data * (k1 + 1) / (tf.data + norm[tf.row]) * idf[tf.col]
-        weights = sparse.csc_matrix((data.astype(np.float32), (tf.row, tf.col)), shape=shape)
-        columns = Columns(weights.data, weights.indices, weights.indptr, shape)
-        return cls(columns, vocab, cjk, idf.astype(np.float32))
+        return cls.from_postings(
+            np.array(rows, np.int64),
+            np.array(cols, np.int64),
+            np.array(tfs, np.float32),
+            lengths,
+            vocab,
+            cjk,
+            k1,
+            b,
+            avgdl,
+        )
+
+    @classmethod
+    def from_postings(
+        cls,
+        rows: np.ndarray,
+        terms: np.ndarray,
+        tfs: np.ndarray,
+        lengths: np.ndarray,
+        vocab: dict[str, int],
+        cjk: str = "bigram",
+        k1: float = 1.2,
+        b: float = 0.75,
+        avgdl: float | None = None,
+    ) -> Bm25Index:
+        """From (row, term id, count) triples, each document's length and the term ids' ``vocab``."""
+        from scipy import sparse
+
+        shape = (len(lengths), max(len(vocab), 1))
+        if avgdl is None:
+            avgdl = float(lengths.mean()) if len(lengths) else 1.0
+        rows = np.asarray(rows, dtype=np.int64)
+        terms = np.asarray(terms, dtype=np.int64)
+        data = saturate(np.asarray(tfs, dtype=np.float32), lengths[rows], avgdl, k1, b)
+        weights = sparse.csc_matrix((data, (rows, terms)), shape=shape)
+        weights.sort_indices()
+        df = np.bincount(terms, minlength=shape[1]).astype(np.int64)
+        columns = Columns(
+            weights.data, weights.indices.astype(np.int32), weights.indptr.astype(np.int64), shape
+        )
+        return cls(columns, vocab, cjk, df, avgdl)
+
+    def query(self, query: str) -> Counter[str]:
+        """The query's terms (with their counts) that this index knows."""
+        return Counter({t: n for t, n in term_counts(query, self.cjk).items() if t in self.vocab})
 
     def term_weight(self, term: str) -> float:
         """IDF of ``term``; a term the corpus never uses counts as the rarest."""
         i = self.vocab.get(term)
-        return float(self.idf[i]) if i is not None else self._max_idf
-
-    def coverage(self, query_terms: AbstractSet[str], text_terms: AbstractSet[str]) -> float:
-        """IDF-weighted share of the query's terms that ``text`` contains (0..1)."""
-        total = sum(self.term_weight(t) for t in query_terms)
-        return sum(self.term_weight(t) for t in query_terms & text_terms) / total if total else 0.0
+        return float(self.idf[i] if i is not None else idf(1, self.size))
 
     def scores(self, query: str) -> np.ndarray:
-        counts = Counter(t for t in tokenize(query, self.cjk) if t in self.vocab)
+        """BM25 of ``query`` against every document, with this index's own idf."""
+        return self.accumulate({t: float(self.idf[self.vocab[t]]) * n for t, n in self.query(query).items()})
+
+    def accumulate(self, weights: Mapping[str, float]) -> np.ndarray:
+        """Σ over terms of weight × the term's column: with weight = idf × query count, BM25."""
         out = np.zeros(self.size, dtype=np.float32)
         # the CSC arrays sliced directly: scipy's getcol builds a matrix per term, 20x the cost
         indptr, indices, data = self.columns.indptr, self.columns.indices, self.columns.data
-        for term, qtf in counts.items():
-            j = self.vocab[term]
-            out[indices[indptr[j] : indptr[j + 1]]] += data[indptr[j] : indptr[j + 1]] * qtf
+        for term, weight in weights.items():
+            j = self.vocab.get(term)
+            if j is not None:
+                a, b = indptr[j], indptr[j + 1]
+                out[indices[a:b]] += data[a:b] * np.float32(weight)
         return out
 
     def save(self, folder: Path) -> None:
         c = self.columns
-        np.savez(
-            folder / "lexical.npz",
-            data=c.data,
-            indices=c.indices,
-            indptr=c.indptr,
-            shape=np.array(c.shape),
-            idf=self.idf,
-        )
-        (folder / "lexical-vocab.json").write_text(json.dumps({"cjk": self.cjk, "vocab": self.vocab}))
+        for name, array in (("data", c.data), ("indices", c.indices), ("indptr", c.indptr), ("df", self.df)):
+            np.save(folder / f"lexical-{name}.npy", array, allow_pickle=False)
+        meta = {"cjk": self.cjk, "shape": list(c.shape), "avgdl": self.avgdl, "vocab": self.vocab}
+        (folder / "lexical-vocab.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: Path) -> Bm25Index:
-        with np.load(folder / "lexical.npz", allow_pickle=False) as z:
-            rows, cols = (int(n) for n in z["shape"])
-            columns = Columns(z["data"], z["indices"], z["indptr"], (rows, cols))
-            idf = z["idf"]
+    def load(cls, folder: Path, mmap: bool = False) -> Bm25Index:
+        """``mmap``: leave the postings on disk, read as questions touch them."""
+        mode: Literal["r"] | None = "r" if mmap else None
+        arrays = {
+            name: np.load(folder / f"lexical-{name}.npy", mmap_mode=mode, allow_pickle=False)
+            for name in ("data", "indices", "indptr", "df")
+        }
+        meta = json.loads((folder / "lexical-vocab.json").read_text(encoding="utf-8"))
+        rows, cols = (int(n) for n in meta["shape"])
+        columns = Columns(arrays["data"], arrays["indices"], arrays["indptr"], (rows, cols))
         if len(columns.indptr) != cols + 1 or len(columns.data) != len(columns.indices):
-            raise ValueError("lexical.npz is not a compressed sparse column matrix")
-        meta = json.loads((folder / "lexical-vocab.json").read_text())
-        return cls(columns, meta["vocab"], meta["cjk"], idf)
+            raise ValueError("the lexical postings are not a compressed sparse column matrix")
+        return cls(columns, meta["vocab"], meta["cjk"], np.asarray(arrays["df"]), float(meta["avgdl"]))
+
+
+def _column_of(columns: Columns) -> np.ndarray:
+    return np.repeat(np.arange(columns.shape[1]), np.diff(columns.indptr))

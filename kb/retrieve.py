@@ -11,14 +11,14 @@ import numpy as np
 from kb.dense import inner_products
 from kb.embed import Embedder
 from kb.fusion import default_weights, fuse_one, official_prior, passage_weights, with_best_sentence
-from kb.store import LoadedIndex
+from kb.store import SentenceRows, Store
 from kb.text import detect_lang
-from kb.tuning import FUSION, LEXICAL, Fusion, Weights
+from kb.tuning import FUSION, LEXICAL, RETRIEVAL, Fusion, Retrieval, Weights
 from kb.types import OFFICIAL_KINDS, Hit
 
 
 def topk(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
-    """Row ids of the ``k`` highest scores (ties broken by row), restricted to ``mask``."""
+    """Positions of the ``k`` highest scores (ties broken by position), restricted to ``mask``."""
     candidates = np.flatnonzero(mask) if mask is not None else np.arange(scores.size)
     if candidates.size == 0 or k <= 0:
         return candidates[:0]
@@ -28,63 +28,101 @@ def topk(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarr
 
 @dataclass(frozen=True)
 class Signals:
-    """Per-row raw scores for one query, plus every indexed sentence's cosine to the query per
-    embedder, which the answerer reuses instead of computing it again."""
+    """One question's raw scores over its candidate passages (every live passage when the store is
+    exact), and every candidate sentence's cosine to the question per embedder, which the answerer
+    reuses instead of computing it again."""
 
     query_lang: str
-    raw: dict[str, np.ndarray]
-    sentence_sims: dict[str, np.ndarray]
+    rows: np.ndarray  # candidate rows, ascending
+    langs: np.ndarray  # their languages
+    kinds: np.ndarray  # their source kinds
+    sample: np.ndarray | None  # the rows whose scores stand for the corpus in normalisation (None: all)
+    raw: dict[str, np.ndarray]  # per signal, aligned with rows
+    sentences: SentenceRows  # the candidates' sentences
+    sentence_sims: dict[str, np.ndarray]  # per embedder, aligned with sentences
+
+    def sentence_positions(self, row: int) -> range:
+        """Where one candidate row's sentences sit in ``sentences``."""
+        rows = self.sentences.row
+        return range(int(np.searchsorted(rows, row, "left")), int(np.searchsorted(rows, row, "right")))
 
 
 class Retriever:
-    """Scores every passage for a question. Everything that does not depend on the question (the
-    passage vectors as matrices, the per-language fusion weights) is prepared once, so a question
-    costs its embeddings, two matrix-vector products per embedder and BM25 over its own terms."""
+    """Scores passages for a question. Over an exact store every live passage is scored: everything that
+    does not depend on the question (the rows, their languages, the per-language fusion weights) is
+    prepared once, so a question costs its embeddings, two matrix-vector products per embedder and BM25
+    over its own terms. Over a large store the candidates are the union of each embedder's approximate
+    nearest passages, the BM25 best and a fixed sample that stands for the corpus when signals are
+    normalised (kb.fusion.normalise)."""
 
     def __init__(
         self,
-        index: LoadedIndex,
+        store: Store,
         embedders: Mapping[str, Embedder],
         weights: Weights | None = None,
         fusion: Fusion = FUSION,
+        retrieval: Retrieval = RETRIEVAL,
     ):
-        self.index = index
+        self.store = store
         self.embedders = dict(embedders)
         self.fusion = fusion
+        self.retrieval = retrieval
         self.weights = weights or default_weights(self.embedders, fusion)
-        self._langs = np.array([c.lang for c in index.chunks])
-        self._kinds = np.array([c.kind for c in index.chunks])
-        self._prior = official_prior(np.isin(self._kinds, OFFICIAL_KINDS), fusion.official_prior)
+        self._all = store.live_rows() if store.exact else None
+        if self._all is not None:
+            self._langs = store.langs(self._all)
+            self._kinds = store.kinds(self._all)
+            self._prior = official_prior(np.isin(self._kinds, OFFICIAL_KINDS), fusion.official_prior)
         self._passage_weights: dict[tuple[str, str], np.ndarray] = {}
 
     def embed(self, query: str) -> dict[str, np.ndarray]:
         """The question's vector from each embedder, computed once and shared by every stage."""
         return {model_id: e.embed_queries([query])[0] for model_id, e in self.embedders.items()}
 
-    def dense(self, model_id: str, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(passage scores, every indexed sentence's cosine) for one embedder's question vector."""
-        sentences = self.index.sentences
-        sims = (
-            inner_products(sentences.vectors[model_id], vector)
-            if len(sentences.chunk_row)
-            else np.zeros(0, np.float32)
-        )
-        chunk = self.index.dense[model_id].scores(vector)
-        return with_best_sentence(chunk, sentences.chunk_row, sims, self.fusion.chunk_share), sims
+    def candidates(self, query: str, vectors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, which of them are the normalisation sample) for a store too large to score whole."""
+        r = self.retrieval
+        found = [self.store.dense_search(m, vectors[m], r.dense_candidates).rows for m in self.embedders]
+        found.append(self.store.lexical_search(query, r.lexical_candidates).rows)
+        sample = self.store.sample_rows()
+        rows = np.unique(np.concatenate([*found, sample]).astype(np.int64))
+        return rows, np.isin(rows, sample)
 
-    def signals(self, query: str, vectors: Mapping[str, np.ndarray] | None = None) -> Signals:
+    def signals(
+        self, query: str, vectors: Mapping[str, np.ndarray] | None = None, exact: bool | None = None
+    ) -> Signals:
+        """``exact``: score every live row, even over a large store (the reference for approximate search)."""
         vectors = self.embed(query) if vectors is None else vectors
-        raw = {LEXICAL: self.index.lexical.scores(query)}
+        store = self.store
+        if self._all is not None and exact is not False:
+            rows, sample, langs, kinds = self._all, None, self._langs, self._kinds
+        else:
+            rows, sample = (store.live_rows(), None) if exact else self.candidates(query, vectors)
+            langs, kinds = store.langs(rows), store.kinds(rows)
+        raw = {LEXICAL: store.lexical_scores(query, rows)}
+        sentences = store.sentences(rows)
+        columns = np.searchsorted(rows, sentences.row)
         sentence_sims = {}
         for model_id in self.embedders:
-            raw[model_id], sentence_sims[model_id] = self.dense(model_id, vectors[model_id])
-        return Signals(detect_lang(query), raw, sentence_sims)
+            vector = vectors[model_id]
+            sims = (
+                inner_products(sentences.vectors[model_id], vector)
+                if len(sentences)
+                else np.zeros(0, np.float32)
+            )
+            chunk = store.dense_scores(model_id, vector, rows)
+            raw[model_id] = with_best_sentence(chunk, columns, sims, self.fusion.chunk_share)
+            sentence_sims[model_id] = sims
+        return Signals(detect_lang(query), rows, langs, kinds, sample, raw, sentences, sentence_sims)
 
     def fused(self, signals: Signals) -> np.ndarray:
         lang = signals.query_lang
-        return fuse_one(
-            list(signals.raw.items()), self._langs, lambda key: self._weights(lang, key), self._prior
-        )
+        if signals.rows is self._all:
+            prior, weights_of = self._prior, (lambda key: self._weights(lang, key))
+        else:
+            prior = official_prior(np.isin(signals.kinds, OFFICIAL_KINDS), self.fusion.official_prior)
+            weights_of = lambda key: passage_weights(self.weights, lang, signals.langs, key)  # noqa: E731
+        return fuse_one(list(signals.raw.items()), signals.langs, weights_of, prior, signals.sample)
 
     def _weights(self, query_lang: str, key: str) -> np.ndarray:
         found = self._passage_weights.get((query_lang, key))
@@ -93,14 +131,6 @@ class Retriever:
                 self.weights, query_lang, self._langs, key
             )
         return found
-
-    def mask(self, kinds: Collection[str] | None = None, langs: Collection[str] | None = None) -> np.ndarray:
-        mask = np.ones(len(self.index.chunks), dtype=bool)
-        if kinds:
-            mask &= np.isin(self._kinds, list(kinds))
-        if langs:
-            mask &= np.isin(self._langs, list(langs))
-        return mask
 
     def search(
         self,
@@ -113,18 +143,24 @@ class Retriever:
         """The ``k`` best chunks for ``query``, optionally only of some source kinds or languages."""
         signals = signals or self.signals(query)
         fused = self.fused(signals)
+        mask = np.ones(len(signals.rows), dtype=bool)
+        if kinds:
+            mask &= np.isin(signals.kinds, list(kinds))
+        if langs:
+            mask &= np.isin(signals.langs, list(langs))
         primary = next(iter(self.embedders), None)
         hits = []
-        for rank, row in enumerate(topk(fused, k, self.mask(kinds, langs))):
-            explain = {name: float(scores[row]) for name, scores in signals.raw.items()}
+        for rank, at in enumerate(topk(fused, k, mask)):
+            row = int(signals.rows[at])
+            explain = {name: float(scores[at]) for name, scores in signals.raw.items()}
             hits.append(
                 Hit(
-                    chunk=self.index.chunks[row],
-                    score=float(fused[row]),
+                    chunk=self.store.chunk(row),
+                    score=float(fused[at]),
                     dense=explain.get(primary, 0.0) if primary else 0.0,
                     lexical=explain[LEXICAL],
                     rank=rank + 1,
-                    row=int(row),
+                    row=row,
                     explain=explain,
                 )
             )

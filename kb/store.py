@@ -1,26 +1,40 @@
-"""Reading the index folder: manifest, documents, chunks, sentence table, FAISS files, lexical index.
+"""The store interface: everything retrieval and answering read, and everything ingest writes, whatever
+holds it. ``KB_STORE`` picks the implementation (``open_store``, ``open_writer``):
 
-``index_dir`` is a symlink to one version folder under ``<index_dir>.versions/`` (kb/indexer.py writes
-them). No pickle anywhere.
+- ``local`` (default, kb/local_store.py): files beside the index link, one small exact index up to
+  ``INDEX.store.exact_below`` chunks, approximate (IVF) dense search above it, vectors memory-mapped;
+- ``milvus`` (kb/milvus_store.py): one Milvus collection of chunks (dense vectors and kb's own BM25
+  weights as sparse vectors) and one of sentences, at ``KB_MILVUS_URI`` (a Milvus Lite file, a standalone
+  server or a cluster).
+
+tests/kb/test_store_contract.py runs one suite against both.
+
+Rows and sentence ids are integers that name a chunk and a sentence within one published version; they
+need not be dense or start at 0. A deleted or replaced chunk's row is never returned again.
+Retrieval either scores every live row (``exact``: small corpora, the results of a plain scan) or
+gathers candidates from ``dense_search`` and ``lexical_search`` and scores only those (kb/retrieve.py);
+both then fuse the same way.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from kb.dense import DenseIndex
-from kb.embed import Embedder
-from kb.lexical import Bm25Index
 from kb.tuning import INDEX
 from kb.types import Chunk, Document
 
-FORMAT = 3  # 3: typed chunk provenance fields instead of a meta dict
+if TYPE_CHECKING:
+    from kb.config import Settings
+    from kb.embed import Embedder
+
+FORMAT = 4  # 4: segments (kb/local_store.py); 3: typed chunk provenance fields instead of a meta dict
+STORES = ("local", "milvus")
 
 
 class IndexUnavailable(RuntimeError):
@@ -28,28 +42,147 @@ class IndexUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Sentences:
-    """Sentence spans of every chunk (document offsets) and their vectors per embedder."""
+class Scored:
+    """Rows (ascending) with one score each."""
 
-    chunk_row: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    vectors: dict[str, np.ndarray]
+    rows: np.ndarray  # int64
+    scores: np.ndarray  # float32
+
+    @classmethod
+    def empty(cls) -> Scored:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.float32))
 
 
 @dataclass(frozen=True)
-class LoadedIndex:
-    path: Path
-    manifest: dict
-    documents: dict[str, Document]
+class SentenceRows:
+    """The answer units (sentences) of some chunks, in row order and, within a chunk, in text order;
+    ``vectors[model_id][i]`` is sentence i's unit vector. Sentence ids ascend with rows."""
+
+    sid: np.ndarray  # int64
+    row: np.ndarray  # int64, the chunk each sentence belongs to
+    start: np.ndarray  # int32, offsets in the chunk's document text
+    end: np.ndarray  # int32
+    vectors: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.sid)
+
+    @classmethod
+    def empty(cls, dims: Mapping[str, int]) -> SentenceRows:
+        none = np.zeros(0, np.int64)
+        cut = np.zeros(0, np.int32)
+        return cls(none, none, cut, cut, {m: np.zeros((0, d), np.float32) for m, d in dims.items()})
+
+
+@dataclass
+class DocumentRecord:
+    """One document ready to store: its chunks, their answer units, and the vectors of both per model."""
+
+    document: Document
     chunks: list[Chunk]
-    dense: dict[str, DenseIndex]
-    lexical: Bm25Index
-    sentences: Sentences
+    digest: str  # the source's digest: an unchanged source is not parsed or embedded again
+    units: list[tuple[int, int, int]]  # (chunk index, start, end): answer units, in chunk and text order
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # per model, (chunks, dim)
+    unit_vectors: dict[str, np.ndarray] = field(default_factory=dict)  # per model, (units, dim)
+
+
+class Store(Protocol):
+    """One published version of the index, read-only. Thread-safe for readers."""
 
     @property
-    def version(self) -> str:
-        return str(self.manifest["version"])
+    def manifest(self) -> dict:
+        """``build_settings`` plus ``version``, ``created`` and ``counts`` (documents, chunks, sentences)."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def exact(self) -> bool:
+        """Score every live row for every question (the corpus is small enough)."""
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Vector dimensions per model id, in the order the index was built with."""
+
+    def size(self) -> int:
+        """Live chunks."""
+
+    def live_rows(self) -> np.ndarray:
+        """Every live row, ascending (called only when ``exact``)."""
+
+    def langs(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's chunk language ('en' or 'zh'), as a numpy string array."""
+
+    def kinds(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's source kind (kb.types.KINDS)."""
+
+    def chunk(self, row: int) -> Chunk: ...
+
+    def document(self, doc_id: str) -> Document | None: ...
+
+    def document_ids(self) -> list[str]:
+        """Every live document, sorted."""
+
+    def digests(self) -> dict[str, str]:
+        """Each live document's source digest, for ingest to see what changed."""
+
+    def document_rows(self, doc_id: str) -> np.ndarray:
+        """The rows of one document's chunks, in document order (empty when it is not stored)."""
+
+    def dense_search(self, model_id: str, vector: np.ndarray, k: int) -> Scored:
+        """About the ``k`` live rows whose chunk vectors are closest to ``vector`` (approximate search
+        may miss some), with their exact cosines."""
+
+    def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Exact cosine of ``vector`` to each row's chunk vector."""
+
+    def lexical_search(self, query: str, k: int) -> Scored:
+        """The ``k`` live rows with the highest BM25 scores for ``query`` (only rows sharing a term)."""
+
+    def lexical_scores(self, query: str, rows: np.ndarray) -> np.ndarray:
+        """BM25 of ``query`` against each row (kb.lexical), 0 where it shares no term."""
+
+    def sentences(self, rows: np.ndarray) -> SentenceRows:
+        """The answer units of ``rows`` (ascending), with their vectors."""
+
+    def sample_rows(self) -> np.ndarray:
+        """A fixed sample of live rows, ascending, whose scores stand for the whole corpus when
+        retrieval normalises a signal (every live row when ``exact``)."""
+
+    def term_weight(self, term: str) -> float:
+        """The term's BM25 idf over live rows; a term no chunk uses counts as the rarest."""
+
+    def stated(self, term: str, inside: bool = False) -> bool:
+        """Whether some quotable chunk (kb.types.quotable: not a corrected claim, not a question) or its
+        context uses ``term`` (kb.text.tokenize); ``inside``: or a longer token that contains it
+        (``board_asset_tag`` in a path), which an exact store checks and a large one may not."""
+
+    def close(self) -> None: ...
+
+
+class StoreWriter(Protocol):
+    """Changes to the index, invisible to readers until ``publish``. One writer at a time."""
+
+    def digests(self) -> dict[str, str]:
+        """What the version being changed holds (empty after a rebuild)."""
+
+    @property
+    def rebuilt(self) -> str | None:
+        """Why the writer started from empty (a setting changed, a rebuild was asked), or None."""
+
+    def upsert(self, records: Iterable[DocumentRecord]) -> None:
+        """Store these documents, replacing any stored version of each."""
+
+    def delete(self, doc_ids: Iterable[str]) -> None: ...
+
+    def publish(self) -> str:
+        """Make every change so far visible to new readers at once; returns the new version."""
+
+    def current(self) -> str:
+        """The published version when nothing changed."""
+
+    def close(self) -> None:
+        """Release the writer; unpublished changes are dropped."""
 
 
 def indexed_text(chunk: Chunk) -> str:
@@ -63,7 +196,7 @@ def file_slug(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)[-80:]
 
 
-def build_settings(embedders: list[Embedder], parser_version: str) -> dict:
+def build_settings(embedders: Sequence[Embedder], parser_version: str) -> dict:
     """What an index was built under; when any of it differs, the next ingest rebuilds everything.
     ``settings_hash`` covers kb.tuning.INDEX, the text rules' code and the parsers' version."""
     return {
@@ -74,84 +207,67 @@ def build_settings(embedders: list[Embedder], parser_version: str) -> dict:
     }
 
 
-# ---------------------------------------------------------------- reading
-
-
-def load_index(index_dir: Path, model_ids: list[str] | None = None) -> LoadedIndex:
-    """Load the current version; raises IndexUnavailable with a one-line fix."""
-    index_dir = Path(index_dir)
-    manifest_path = index_dir / "manifest.json"
-    if not manifest_path.exists():
-        raise IndexUnavailable(f"no index at {index_dir}: run `kbq ingest` to build one from the corpus")
-    path = index_dir.resolve()
-    try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT:
-            raise IndexUnavailable(
-                f"index at {index_dir} has format {manifest.get('format')}, this kbq reads "
-                f"format {FORMAT}: run `kbq ingest --rebuild`"
-            )
-        built = [e["id"] for e in manifest["embedders"]]
-        if model_ids is not None and built != model_ids:
-            raise IndexUnavailable(
-                f"index at {index_dir} was built with {'+'.join(built)} but KB_EMBED_MODEL "
-                f"asks for {'+'.join(model_ids)}: run `kbq ingest` to rebuild it"
-            )
-        documents = {d["doc_id"]: Document(**d) for d in _read_jsonl(path / "documents.jsonl")}
-        chunks = [Chunk.from_dict(c) for c in _read_jsonl(path / "chunks.jsonl")]
-        dense = {mid: DenseIndex.load(path / f"dense-{file_slug(mid)}.faiss") for mid in built}
-        lexical = Bm25Index.load(path)
-        sentences = _load_sentences(path, built)
-        _check(manifest, documents, chunks, dense, lexical, sentences)
-    except IndexUnavailable:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+def check_models(manifest: Mapping, where: object, model_ids: Sequence[str] | None) -> None:
+    """Raise ``IndexUnavailable`` naming the fix when the index is another format or other models."""
+    if manifest.get("format") != FORMAT:
         raise IndexUnavailable(
-            f"index at {index_dir} is corrupt ({type(exc).__name__}: {str(exc)[:120]}): "
-            "run `kbq ingest --rebuild`"
-        ) from None
-    return LoadedIndex(path, manifest, documents, chunks, dense, lexical, sentences)
+            f"index at {where} has format {manifest.get('format')}, this kbq reads "
+            f"format {FORMAT}: run `kbq ingest --rebuild`"
+        )
+    built = [e["id"] for e in manifest["embedders"]]
+    if model_ids is not None and built != list(model_ids):
+        raise IndexUnavailable(
+            f"index at {where} was built with {'+'.join(built)} but KB_EMBED_MODEL "
+            f"asks for {'+'.join(model_ids)}: run `kbq ingest` to rebuild it"
+        )
 
 
-def _check(
-    manifest: dict,
-    documents: dict[str, Document],
-    chunks: list[Chunk],
-    dense: dict[str, DenseIndex],
-    lexical: Bm25Index,
-    sentences: Sentences,
-) -> None:
-    if manifest["counts"]["chunks"] != len(chunks) or manifest["counts"]["documents"] != len(documents):
-        raise ValueError("chunk or document count differs from the manifest")
-    if any(d.size != len(chunks) for d in dense.values()) or lexical.size != len(chunks):
-        raise ValueError("vector or lexical rows differ from the chunk count")
-    if any(v.shape[0] != len(sentences.start) for v in sentences.vectors.values()):
-        raise ValueError("sentence vectors differ from the sentence table")
-    for chunk in chunks:
-        doc = documents.get(chunk.doc_id)
-        if doc is None or doc.text[chunk.start : chunk.end] != chunk.text:
-            raise ValueError(f"chunk {chunk.chunk_id} does not match its document text")
+def open_store(
+    settings: Settings, model_ids: Sequence[str] | None = None, reuse: Store | None = None
+) -> Store:
+    """The published index ``settings`` name; raises ``IndexUnavailable`` with a one-line fix.
+    ``reuse``: the store this replaces, whose unchanged parts a new version may share."""
+    if settings.store == "milvus":
+        from kb.milvus_store import MilvusStore
+
+        return MilvusStore.open(settings, model_ids)
+    from kb.local_store import LocalStore
+
+    previous = reuse if isinstance(reuse, LocalStore) else None
+    return LocalStore.open(settings.index_dir, None if model_ids is None else list(model_ids), reuse=previous)
 
 
-def _read_jsonl(path: Path) -> Iterator[dict]:
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+def open_writer(
+    settings: Settings, embedders: Sequence[Embedder], parser_version: str, rebuild: bool = False
+) -> StoreWriter:
+    """A writer for the index ``settings`` name. The caller holds the writer lock (kb.indexer)."""
+    expected = build_settings(embedders, parser_version)
+    if settings.store == "milvus":
+        from kb.milvus_store import MilvusWriter
+
+        return MilvusWriter.open(settings, expected, rebuild)
+    from kb.local_store import LocalWriter
+
+    return LocalWriter.open(settings.index_dir, expected, rebuild)
 
 
-def _load_sentences(path: Path, model_ids: list[str]) -> Sentences:
-    with np.load(path / "sentences.npz", allow_pickle=False) as z:
-        rows, starts, ends = z["chunk_row"], z["start"], z["end"]
-    vectors = {
-        mid: np.load(path / f"sentences-{file_slug(mid)}.npy", allow_pickle=False) for mid in model_ids
-    }
-    return Sentences(rows, starts, ends, vectors)
+def current_version(settings_or_dir: Settings | Path) -> str | None:
+    """The published version, cheaply, without loading anything (None when there is none)."""
+    if isinstance(settings_or_dir, Path | str):
+        from kb.local_store import published_version
+
+        return published_version(Path(settings_or_dir))
+    if settings_or_dir.store == "milvus":
+        from kb.milvus_store import published_version as milvus_version
+
+        return milvus_version(settings_or_dir)
+    from kb.local_store import published_version
+
+    return published_version(settings_or_dir.index_dir)
 
 
-def current_version(index_dir: Path) -> str | None:
-    """The version id the index link points at, cheaply, without loading anything."""
-    try:
-        return json.loads((Path(index_dir) / "manifest.json").read_text(encoding="utf-8"))["version"]
-    except (OSError, ValueError, KeyError):
-        return None
+def iter_chunks(store: Store) -> Iterator[tuple[int, Chunk]]:
+    """Every live (row, chunk), for evaluation and tools over small corpora."""
+    for doc_id in store.document_ids():
+        for row in store.document_rows(doc_id).tolist():
+            yield int(row), store.chunk(int(row))

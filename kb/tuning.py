@@ -120,6 +120,30 @@ class Answering:
     nearest_on_abstain: int = tuned(3, "by hand", "passages listed for the reader to check on abstention")
 
 
+@dataclass(frozen=True)
+class Retrieval:
+    """How retrieval gathers candidates from a store too large to score whole (kb/retrieve.py, kb/store.py)."""
+
+    dense_candidates: int = tuned(
+        100,
+        "by hand",
+        "rows each embedder's approximate search returns; the fused top 10 comes from these and the "
+        "lexical ones (python -m benchmarks.scale: recall@10 against scoring every row)",
+    )
+    lexical_candidates: int = tuned(100, "by hand", "rows the BM25 search returns, as for dense_candidates")
+    sample_rows: int = tuned(
+        2048,
+        "by hand",
+        "rows scored with every question so each signal is centred and scaled as over the whole corpus "
+        "(kb.fusion.normalise); their mean and spread settle well below this (benchmarks.scale)",
+    )
+    nprobe: int = tuned(
+        48,
+        "by hand",
+        "IVF lists searched per question: recall@10 against exact search at 1M chunks (benchmarks.scale)",
+    )
+
+
 # ---------------------------------------------------------------- index time
 
 
@@ -167,10 +191,38 @@ class LexicalSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """How the local store lays out a large index (kb/local_store.py)."""
+
+    exact_below: int = tuned(
+        20_000,
+        "by hand",
+        "below this many chunks every question scores every row with an exact scan (today's corpus: 322); "
+        "above it, candidates come from an IVF index (one question over 20,000 chunks: ~10 ms exact)",
+    )
+    ivf_lists_per_sqrt: float = tuned(
+        4.0, "by hand", "IVF lists = this × √chunks, the usual FAISS guidance (4-16 √n)"
+    )
+    sentence_dtype: str = tuned(
+        "float16",
+        "by hand",
+        "sentence vectors on disk: half the bytes of float32; cosines move by < 1e-3 (kbq eval unchanged)",
+    )
+    max_segments: int = tuned(
+        8,
+        "by hand",
+        "an upsert writes a small segment; past this many, or past merge_share of the rows, ingest merges "
+        "them into one (no re-embedding)",
+    )
+    merge_share: float = tuned(0.2, "by hand", "see max_segments")
+
+
+@dataclass(frozen=True)
 class IndexSettings:
     splitter: Splitter = field(default_factory=Splitter)
     text: TextRules = field(default_factory=TextRules)
     lexical: LexicalSettings = field(default_factory=LexicalSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -185,6 +237,7 @@ class IndexSettings:
 
 FUSION = Fusion()
 ANSWERING = Answering()
+RETRIEVAL = Retrieval()
 INDEX = IndexSettings()
 
 
@@ -197,14 +250,20 @@ def source_digest(*paths: Path) -> str:
 
 
 def answer_digest(fusion: Fusion = FUSION, answering: Answering = ANSWERING) -> str:
-    """The question-time constants a calibration was fitted under."""
+    """The question-time constants a calibration was fitted under (RETRIEVAL only matters above
+    INDEX.store.exact_below chunks, where no calibration is fitted)."""
     return _digest({"fusion": _plain(asdict(fusion)), "answering": _plain(asdict(answering))})
 
 
 def describe() -> list[tuple[str, str, str, str]]:
     """(name, value, how, why) of every tuned number, for ``kbq eval --tune`` and the docs."""
     out = []
-    for prefix, obj in (("fusion", FUSION), ("answering", ANSWERING), *_index_parts()):
+    for prefix, obj in (
+        ("fusion", FUSION),
+        ("answering", ANSWERING),
+        ("retrieval", RETRIEVAL),
+        *_index_parts(),
+    ):
         for f in fields(obj):
             if f.metadata:
                 value = getattr(obj, f.name)

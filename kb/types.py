@@ -90,6 +90,12 @@ class Chunk:
         return cls(**{**data, "origin": Provenance.from_dict(data.get("origin") or {})})
 
 
+def quotable(chunk: Chunk) -> bool:
+    """A passage the answer may quote: official, or a comment that states something nobody corrected
+    and does not only ask."""
+    return chunk.kind in OFFICIAL_KINDS or not (chunk.origin.disputed_by or chunk.origin.asks)
+
+
 def chunk_id_for(doc_id: str, text: str, occurrence: int = 0) -> str:
     """Content-derived id; ``occurrence`` separates identical texts within one document."""
     raw = f"{doc_id}\x00{text}\x00{occurrence}".encode()

@@ -56,7 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = app_state(app)
     # Raises IndexUnavailable naming the fix (`kbq ingest`) when there is no usable index: refuse to start.
     await run_in_threadpool(state.open)
-    log.info("serving index %s (%d documents)", state.kb.version, len(state.kb.index.documents))
+    log.info("serving index %s (%d documents)", state.kb.version, state.kb.counts()[0])
     yield
     state.close()
 

@@ -30,12 +30,11 @@ def _emit(data: object) -> None:
 
 def _open_kb(settings: Settings, build_if_missing: bool = False, one_shot: bool = False):  # type: ignore[no-untyped-def]
     from kb.knowledge import KnowledgeBase
-    from kb.store import IndexUnavailable
+    from kb.store import IndexUnavailable, current_version
 
-    if build_if_missing and not (settings.index_dir / "manifest.json").exists():
-        click.echo(
-            f"No index at {settings.index_dir} yet: building one from {settings.corpus_dir} first…", err=True
-        )
+    if build_if_missing and current_version(settings) is None:
+        where = settings.milvus_uri or "Milvus" if settings.store == "milvus" else settings.index_dir
+        click.echo(f"No index at {where} yet: building one from {settings.corpus_dir} first…", err=True)
         _run_ingest(settings, None, rebuild=False, as_json=False, quiet=True)
     try:  # a command that answers once wants the encoders that start soonest (kb.embed.load_embedder)
         return KnowledgeBase.open(settings, fast_start=one_shot)
@@ -190,7 +189,7 @@ def docs(as_json: bool) -> None:
             "title": d.title,
             "date": d.date,
             "url": d.url,
-            "chunks": kb.index.manifest["documents"][d.doc_id]["chunks"],
+            "chunks": kb.chunk_count(d.doc_id),
         }
         for d in kb.documents()
     ]

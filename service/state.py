@@ -82,7 +82,7 @@ class AppState:
         return self._store
 
     def count_index(self) -> None:
-        self.metrics.index(len(self.kb.index.documents), len(self.kb.index.chunks))
+        self.metrics.index(*self.kb.counts())
 
     def knowledge(self) -> KnowledgeBase:
         """The knowledge base, after swapping in a newer index if `kbq ingest` wrote one (a cheap check)."""

@@ -44,9 +44,15 @@ def private_settings(indexed_settings: Settings, tmp_path: Path) -> Settings:
     shutil.copytree(CORPUS, corpus)
     index_dir = tmp_path / "kbq" / "index"
     index_dir.parent.mkdir()
-    src = indexed_settings.index_dir.resolve()
-    versions = index_dir.parent / "index.versions"
-    versions.mkdir()
-    shutil.copytree(src, versions / src.name)
-    index_dir.symlink_to(Path("index.versions") / src.name)
+    copy_index(indexed_settings.index_dir, index_dir)
     return Settings(index_dir=index_dir, corpus_dir=corpus)
+
+
+def copy_index(index_dir: Path, to: Path) -> None:
+    """A copy of the local store's published version (and its segments) at ``to``, a fresh name."""
+    from kb.local_store import segments_dir, versions_dir
+
+    src = index_dir.resolve()
+    shutil.copytree(src, versions_dir(to) / src.name)
+    shutil.copytree(segments_dir(index_dir), segments_dir(to))
+    to.symlink_to(Path(versions_dir(to).name) / src.name)

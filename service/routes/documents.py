@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1")
 
 
 def _summary(kb: KnowledgeBase, doc: Document) -> dict:
-    chunks = kb.index.manifest["documents"].get(doc.doc_id, {}).get("chunks", 0)
+    chunks = kb.chunk_count(doc.doc_id)
     return {
         "doc_id": doc.doc_id,
         "kind": doc.kind,

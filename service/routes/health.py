@@ -29,5 +29,5 @@ def healthz(kb: KnowledgeDep) -> dict:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def metrics(kb: KnowledgeDep, registry: MetricsDep) -> Response:
-    registry.index(len(kb.index.documents), len(kb.index.chunks))
+    registry.index(*kb.counts())
     return Response(registry.render(), media_type=registry.content_type)

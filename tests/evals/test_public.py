@@ -13,13 +13,14 @@ import pytest
 
 from evals import beir, embed_cache, public, report, scoring, signals
 from evals.metrics import ndcg_at
-from kb.dense import DenseIndex
 from kb.embed import MINILM_ID, USE_ID
 from kb.fusion import default_weights, normalise
-from kb.lexical import Bm25Index
-from kb.retrieve import Retriever, Signals
-from kb.store import LoadedIndex, Sentences
+from kb.indexer import writer_lock
+from kb.local_store import LocalStore, LocalWriter
+from kb.retrieve import Retriever
+from kb.store import DocumentRecord, build_settings, indexed_text
 from kb.tuning import FUSION, LEXICAL, Weights
+from kb.types import Document
 
 EN_DOCS = {
     "e1": (
@@ -148,9 +149,12 @@ def test_document_scores_its_best_chunk() -> None:
 # ---------------------------------------------------------------- fidelity to kb
 
 
-def mixed_index_run(embedders: dict[str, FakeEmbedder]) -> tuple[signals.Run, Retriever, list[str]]:
+def mixed_index_run(
+    embedders: dict[str, FakeEmbedder], folder: Path
+) -> tuple[signals.Run, Retriever, list[str]]:
     """The English and Chinese documents cut into chunks, two queries (en, zh), as a run whose dense signals
-    are named by alias, and kb's Retriever over the same chunks with the embedders under their model ids."""
+    are named by alias, and kb's Retriever over a local store of the same chunks (in ``folder``) with the
+    embedders under their model ids."""
     titles = [t for t, _ in EN_DOCS.values()] + ["" for _ in ZH_DOCS]
     texts = [x for _, x in EN_DOCS.values()] + [x for _, x in ZH_DOCS.values()]
     chunked = signals.chunk_corpus(list(EN_DOCS) + list(ZH_DOCS), titles, texts, "chunks")
@@ -159,16 +163,23 @@ def mixed_index_run(embedders: dict[str, FakeEmbedder]) -> tuple[signals.Run, Re
     for alias, emb in embedders.items():
         raw[alias] = signals.dense_scores(emb.embed_documents(chunked.texts), emb.embed_queries(queries))
     run = signals.Run("t", "chunks", [], chunked, ["q1", "q2"], np.array(["en", "zh"]), {}, raw)
-    index = LoadedIndex(
-        Path("."),
-        {},
-        {},
-        chunked.chunks,
-        {e.model_id: DenseIndex.build(e.embed_documents(chunked.texts)) for e in embedders.values()},
-        Bm25Index.build(chunked.texts),
-        Sentences(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32), {}),
-    )
-    return run, Retriever(index, {e.model_id: e for e in embedders.values()}), queries
+    records = []
+    for doc_id, title, body in zip(list(EN_DOCS) + list(ZH_DOCS), titles, texts, strict=True):
+        chunks = [c for c in chunked.chunks if c.doc_id == doc_id]
+        text = signals.document_text(title, body)
+        vectors = {
+            e.model_id: e.embed_documents([indexed_text(c) for c in chunks]) for e in embedders.values()
+        }
+        none = {e.model_id: np.zeros((0, e.dim), np.float32) for e in embedders.values()}
+        document = Document(doc_id, "article", title, chunks[0].lang, text)
+        records.append(DocumentRecord(document, chunks, doc_id, [], vectors, none))
+    with writer_lock(folder / "index"):
+        writer = LocalWriter.open(folder / "index", build_settings(list(embedders.values()), "test"))
+        writer.upsert(records)
+        writer.publish()
+        writer.close()
+    store = LocalStore.open(folder / "index")
+    return run, Retriever(store, {e.model_id: e for e in embedders.values()}), queries
 
 
 def assert_fused_like_kb(
@@ -186,14 +197,14 @@ def assert_fused_like_kb(
         assert np.allclose(sig.raw[LEXICAL], run.raw["bm25"][i], atol=1e-5)
         for model_id, alias in by_model.items():
             assert np.allclose(sig.raw[model_id], run.raw[alias][i], atol=1e-5)
-        kb_fused = retriever.fused(Signals(sig.query_lang, sig.raw, {}))
+        kb_fused = retriever.fused(sig)
         assert np.ptp(kb_fused - ours[i]) < 1e-4  # equal up to a constant (kb's prior for official sources)
 
 
-def test_fusion_is_kbs_fusion() -> None:
+def test_fusion_is_kbs_fusion(tmp_path: Path) -> None:
     """With one embedder (kb's FUSION.default_weights), the runner's fusion equals Retriever.fused row by row."""
     fakes = {"fake": FakeEmbedder("fake")}
-    run, retriever, queries = mixed_index_run(fakes)
+    run, retriever, queries = mixed_index_run(fakes, tmp_path)
     assert len(run.chunked.chunks) > len(EN_DOCS) + len(ZH_DOCS)  # the long storage document was split
     assert {str(x) for x in run.chunked.langs} == {"en", "zh"}
     assert retriever.weights is FUSION.default_weights
@@ -203,12 +214,12 @@ def test_fusion_is_kbs_fusion() -> None:
     assert_fused_like_kb(run, retriever, queries, fakes, FUSION.default_weights)
 
 
-def test_shipped_kbq_is_kbs_default_use_plus_minilm() -> None:
+def test_shipped_kbq_is_kbs_default_use_plus_minilm(tmp_path: Path) -> None:
     """``kbq`` weighs BM25, USE and MiniLM exactly as kb does with its default embedders (FUSION.pair_weights)."""
     assert scoring.KBQ.weights is FUSION.pair_weights
     assert scoring.KBQ.weights is default_weights([USE_ID, MINILM_ID])
     fakes = {"use": FakeEmbedder(USE_ID), "minilm": FakeEmbedder(MINILM_ID, salt="m")}
-    run, retriever, queries = mixed_index_run(fakes)
+    run, retriever, queries = mixed_index_run(fakes, tmp_path)
     assert retriever.weights is FUSION.pair_weights
     assert_fused_like_kb(run, retriever, queries, fakes, scoring.KBQ.weights)
     # benchmark signal names map to the keys kb.retrieve.signal_weight takes

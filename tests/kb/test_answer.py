@@ -11,6 +11,7 @@ import pytest
 from kb.answer import ABSTAIN, InvalidQuestion, verify
 from kb.calibration import Calibration, CalibrationError
 from kb.compose import join, label
+from kb.store import iter_chunks
 from kb.text import detect_lang
 
 QUESTIONS = [
@@ -54,10 +55,11 @@ def test_abstains_in_the_question_language_with_nearest_passages(kb):
 def test_a_citation_that_does_not_match_its_document_fails_verification(kb):
     answer = kb.ask("Which regions had C5 at launch?")
     good = answer.citations[0]
-    docs = kb.index.documents
-    assert verify(good, docs)
-    assert not verify(replace(good, start=good.start + 1), docs)
-    assert not verify(replace(good, doc_id="faq/nope"), docs)
+    doc = kb.document(good.doc_id)
+    assert verify(good, doc)
+    assert not verify(replace(good, start=good.start + 1), doc)
+    assert not verify(replace(good, quote=good.quote + "x"), doc)
+    assert not verify(good, kb.document("faq/nope"))
 
 
 def test_thread_sentences_are_labelled_as_community_reports(kb):
@@ -89,7 +91,7 @@ def test_a_reply_to_a_comment_that_says_what_the_question_asks_is_its_answer(kb)
     question = "Would setting --sriov-net-support simple satisfy the c5 enhanced networking check?"
     draft = kb.answerer.draft(question, kinds=["thread"])
     by_reply = {c.row: c.features.reply for c in draft.candidates}
-    rows = {c.row: kb.index.chunks[c.row] for c in draft.candidates}
+    rows = {c.row: kb.store.chunk(c.row) for c in draft.candidates}
     correction = next(r for r, ch in rows.items() if "--ena-support" in ch.text)
     assert by_reply[correction] > 0.5  # it replies to "Just set `--sriov-net-support simple`"
     assert all(by_reply[r] == 0.0 for r, ch in rows.items() if not ch.origin.parent_id)
@@ -111,9 +113,9 @@ def test_sentences_of_one_passage_are_redundant_only_when_they_overlap(kb):
     same = [c for c in draft.candidates if c.row == row]
     other = next(c for c in draft.candidates if c.row != row)
     assert len(same) >= 2
-    assert not kb.answerer._similar(same[0], same[1])
-    assert kb.answerer._similar(same[0], same[0])
-    assert kb.answerer._similar(other, other)
+    assert not kb.answerer._similar(draft.view, same[0], same[1])
+    assert kb.answerer._similar(draft.view, same[0], same[0])
+    assert kb.answerer._similar(draft.view, other, other)
 
 
 @pytest.mark.parametrize(
@@ -192,10 +194,10 @@ def test_the_request_can_name_the_answer_language(kb):
 
 def test_an_faq_sentence_in_the_other_language_is_replaced_by_its_twin(kb):
     draft = kb.answerer.draft("C5 于哪天发布?", lang="en")
-    zh = next(c for c in draft.candidates if c.lang == "zh" and kb.index.chunks[c.row].origin.entry_key)
-    twin = kb.answerer.realiser.counterpart(zh, draft.candidates, "en")
+    zh = next(c for c in draft.candidates if c.lang == "zh" and kb.store.chunk(c.row).origin.entry_key)
+    twin = kb.answerer.realiser.counterpart(zh, draft.candidates, "en", draft.view)
     assert twin is not None and twin.lang == "en"
-    original, replaced = kb.index.chunks[zh.row], kb.index.chunks[twin.row]
+    original, replaced = kb.store.chunk(zh.row), kb.store.chunk(twin.row)
     assert replaced.origin.entry_key == original.origin.entry_key and replaced.doc_id != original.doc_id
 
 
@@ -212,7 +214,7 @@ def test_an_faq_sentence_in_the_other_language_is_replaced_by_its_twin(kb):
 def test_a_claim_a_later_reply_corrects_is_never_quoted(kb, question):
     always = replace(kb.answerer.calibration, threshold=0.0)
     answer = kb.answerer.finish(kb.answerer.draft(question), always)
-    disputed = [c for c in kb.index.chunks if c.origin.disputed_by or c.origin.asks]
+    disputed = [c for _, c in iter_chunks(kb.store) if c.origin.disputed_by or c.origin.asks]
     assert disputed
     for chunk in disputed:
         assert chunk.text not in answer.answer
@@ -221,7 +223,7 @@ def test_a_claim_a_later_reply_corrects_is_never_quoted(kb, question):
 
 
 def test_a_correction_cites_what_it_corrects_without_quoting_it(kb):
-    corrections = [c for c in kb.index.chunks if c.origin.corrects]
+    corrections = [c for _, c in iter_chunks(kb.store) if c.origin.corrects]
     assert corrections
     draft = kb.answerer.draft(
         "Would setting --sriov-net-support simple satisfy the c5 check?", kinds=["thread"]
@@ -230,5 +232,5 @@ def test_a_correction_cites_what_it_corrects_without_quoting_it(kb):
     answer = kb.answerer.finish(draft, always)
     labelled = [c for c in answer.citations if c.label == "correction"]
     assert labelled and labelled[0].corrects and labelled[0].corrects["url"]
-    corrected = next(c for c in kb.index.chunks if c.chunk_id == labelled[0].corrects["chunk_id"])
+    corrected = next(c for _, c in iter_chunks(kb.store) if c.chunk_id == labelled[0].corrects["chunk_id"])
     assert corrected.origin.disputed_by and corrected.text not in answer.answer

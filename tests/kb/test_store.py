@@ -11,7 +11,8 @@ import pytest
 from ingest import PARSER_VERSION
 from kb.indexer import SourceRecord, answer_units, update_index
 from kb.knowledge import KnowledgeBase
-from kb.store import IndexUnavailable, current_version, load_index
+from kb.local_store import LocalStore, segments_dir
+from kb.store import IndexUnavailable, current_version
 from kb.tuning import INDEX
 from kb.types import Chunk, Document, Provenance
 from service.indexing import ingest
@@ -33,10 +34,11 @@ def test_changed_file_reembeds_only_its_chunks_and_deleted_file_disappears(priva
     (private_settings.corpus_dir / "threads" / "7bzvud.json").unlink()
     report, _ = ingest(private_settings)
     assert report.changed == ["faq/c5-migration.en"] and report.removed == ["threads/7bzvud"]
-    index = load_index(private_settings.index_dir)
-    assert report.embedded_chunks == index.manifest["documents"]["faq/c5-migration.en"]["chunks"]
-    assert "threads/7bzvud" not in index.documents
-    assert any(c.section == "Does kbq test incremental ingest?" for c in index.chunks)
+    store = LocalStore.open(private_settings.index_dir)
+    assert report.embedded_chunks == store.manifest["documents"]["faq/c5-migration.en"]["chunks"]
+    assert store.document("threads/7bzvud") is None and "threads/7bzvud" not in store.document_ids()
+    assert any(c.section == "Does kbq test incremental ingest?" for _, c in store.iter_chunks())
+    assert len(store.segments) == 1  # a small store merges what an ingest adds: a fresh build's results
     hits = KnowledgeBase.open(private_settings).search("Does kbq test incremental ingest?", k=1)
     assert hits[0].chunk.section == "Does kbq test incremental ingest?"
 
@@ -46,7 +48,7 @@ def test_broken_source_keeps_its_previous_version(private_settings):
     faq.write_bytes(b"---\ntitle: [broken\n---\n")
     report, problems = ingest(private_settings)
     assert [p.path for p in problems] == ["faq/c5-migration.zh"]
-    assert "faq/c5-migration.zh" in load_index(private_settings.index_dir).documents
+    assert LocalStore.open(private_settings.index_dir).document("faq/c5-migration.zh") is not None
 
 
 class FakeEmbedder:
@@ -99,14 +101,16 @@ def test_crash_mid_ingest_leaves_the_old_index_serving(private_settings):
 
 def test_missing_and_corrupt_index_name_the_fix(private_settings, tmp_path):
     with pytest.raises(IndexUnavailable, match="no index at .*run `kbq ingest`"):
-        load_index(tmp_path / "nothing")
-    target = private_settings.index_dir.resolve()
-    (target / "chunks.jsonl").write_text('{"broken": ', encoding="utf-8")
+        LocalStore.open(tmp_path / "nothing")
+    (segment,) = LocalStore.open(private_settings.index_dir).manifest["segments"]
+    (segments_dir(private_settings.index_dir) / segment / "chunks.jsonl").write_text(
+        '{"broken": ', encoding="utf-8"
+    )
     with pytest.raises(IndexUnavailable, match="corrupt.*kbq ingest --rebuild"):
-        load_index(private_settings.index_dir)
+        LocalStore.open(private_settings.index_dir)
     report, _ = ingest(private_settings)
     assert report.rebuilt and report.rebuilt.startswith("previous index unreadable")
-    assert load_index(private_settings.index_dir).chunks
+    assert LocalStore.open(private_settings.index_dir).size()
 
 
 def test_a_short_reply_is_one_answer_unit_and_anything_else_is_split_into_sentences():

@@ -13,7 +13,8 @@ import pytest
 
 from ingest import PARSER_VERSION
 from kb.fsutil import LockTimeout
-from kb.indexer import KEEP_VERSIONS, update_index, writer_lock
+from kb.indexer import update_index, writer_lock
+from kb.local_store import KEEP_VERSIONS, read_manifest, segments_dir
 from kb.store import current_version
 from service.indexing import ingest
 from tests.conftest import ROOT
@@ -95,6 +96,8 @@ def test_retention_counts_versions_only(private_settings) -> None:  # type: igno
         written.append(report.version)
     names = sorted(p.name for p in versions.iterdir())
     assert names == sorted(written[-KEEP_VERSIONS:])
+    used = {s for name in names for s in read_manifest(versions / name)["segments"]}
+    assert {p.name for p in segments_dir(index_dir).iterdir()} == used  # segments no version uses are gone
 
 
 def test_kbq_ingest_says_who_it_waits_for_and_gives_up_cleanly(hung_ingest, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

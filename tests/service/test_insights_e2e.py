@@ -8,7 +8,6 @@ import json
 import os
 import random
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from kb.config import Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_index
 from tests.service.support import serve
 
 pytestmark = pytest.mark.e2e
@@ -110,9 +109,7 @@ def mixed(
 ) -> Iterator[tuple[str, Settings]]:
     """A served copy of the session index whose answer log holds the scripted mix."""
     root = tmp_path_factory.mktemp("insights")
-    src = indexed_settings.index_dir.resolve()
-    shutil.copytree(src, root / "index.versions" / src.name)
-    (root / "index").symlink_to(Path("index.versions") / src.name)
+    copy_index(indexed_settings.index_dir, root / "index")
     settings = replace(
         indexed_settings,
         index_dir=root / "index",

@@ -1,0 +1,598 @@
+"""The local store: segments on disk under a version link, read through memory maps.
+
+Layout, beside ``index_dir``::
+
+    index_dir -> index_dir.versions/<version>/   manifest.json (settings, segments, one catalog entry per
+                                                 document: its digest and the segment holding its live
+                                                 copy), version.txt, segments.json, dead-df.json
+    index_dir.segments/<segment>/                kb/segment.py; shared by versions, never changed
+
+An ingest writes its added and changed documents as one new segment and a new version whose catalog points
+at it; the old copies' rows are dead from then on. Publishing swaps the link with an atomic rename, so a
+reader sees the old version or the new one, whole. Below ``INDEX.store.exact_below`` chunks the store keeps
+one segment (an ingest merges, without embedding again), so a small corpus gives exactly the results of a
+fresh build; above it, segments accumulate up to ``INDEX.store.max_segments`` before a merge.
+
+BM25 stays exact across segments: each segment keeps its document frequencies, the version keeps those of
+its dead rows (``dead-df.json``), and idf is computed per question from the live totals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from kb.fsutil import install_link
+from kb.lexical import idf, term_counts
+from kb.segment import LANG_CODES, Segment, SegmentBuilder
+from kb.store import DocumentRecord, IndexUnavailable, Scored, SentenceRows, check_models, indexed_text
+from kb.tuning import INDEX, RETRIEVAL
+from kb.types import KINDS, Chunk, Document
+
+KEEP_VERSIONS = 3  # readers that loaded an older version can finish
+TMP_PREFIX = (
+    ".tmp-"  # a version or segment being written; one left behind by a crash is removed by the next writer
+)
+SETTINGS_KEYS = ("format", "embedders", "settings", "settings_hash")
+_LANGS = np.array(LANG_CODES)
+_KINDS = np.array(KINDS)
+
+
+def versions_dir(index_dir: Path) -> Path:
+    return index_dir.parent / f"{index_dir.name}.versions"
+
+
+def segments_dir(index_dir: Path) -> Path:
+    return index_dir.parent / f"{index_dir.name}.segments"
+
+
+def published_version(index_dir: Path) -> str | None:
+    """The version id the index link points at, cheaply, without loading anything."""
+    try:
+        return (Path(index_dir) / "version.txt").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def read_manifest(index_dir: Path) -> dict:
+    return json.loads((Path(index_dir) / "manifest.json").read_text(encoding="utf-8"))
+
+
+class LocalStore:
+    """One published version, opened for reading (see ``kb.store.Store``)."""
+
+    def __init__(
+        self, path: Path, manifest: dict, segments: list[Segment], dead_df: Mapping[str, int]
+    ) -> None:
+        self.path = path
+        self._manifest = manifest
+        self.segments = segments
+        self.dead_df = dict(dead_df)
+        self._dims = {e["id"]: int(e["dim"]) for e in manifest["embedders"]}
+        self.bases = np.cumsum([0] + [s.rows for s in segments]).astype(np.int64)
+        self.unit_bases = np.cumsum([0] + [s.units for s in segments]).astype(np.int64)
+        catalog = manifest["documents"]
+        self.live_masks = []
+        for seg in segments:
+            live = np.zeros(seg.rows, dtype=bool)
+            for doc_id, (first, count, _) in seg.docs.items():
+                entry = catalog.get(doc_id)
+                if entry is not None and entry["segment"] == seg.id:
+                    live[first : first + count] = True
+            self.live_masks.append(live)
+        self._live = np.concatenate(self.live_masks) if segments else np.zeros(0, bool)
+        self._live_rows = np.flatnonzero(self._live).astype(np.int64)
+        self._lang_codes = (
+            np.concatenate([s.lang_codes for s in segments]) if segments else np.zeros(0, np.uint8)
+        )
+        self._kind_codes = (
+            np.concatenate([s.kind_codes for s in segments]) if segments else np.zeros(0, np.uint8)
+        )
+        self._exact = len(self._live_rows) < INDEX.store.exact_below
+        self._all_sentences: SentenceRows | None = None
+        self._sample: np.ndarray | None = None
+        self._local = threading.local()
+
+    @classmethod
+    def open(
+        cls, index_dir: Path, model_ids: list[str] | None = None, reuse: LocalStore | None = None
+    ) -> LocalStore:
+        index_dir = Path(index_dir)
+        if not (index_dir / "manifest.json").exists():
+            raise IndexUnavailable(f"no index at {index_dir}: run `kbq ingest` to build one from the corpus")
+        path = index_dir.resolve()
+        try:
+            manifest = read_manifest(path)
+            check_models(manifest, index_dir, model_ids)
+            shared = {s.id: s for s in reuse.segments} if reuse is not None else {}
+            small = manifest["counts"]["chunks"] < INDEX.store.exact_below
+            segments = [
+                shared.get(sid) or Segment(segments_dir(index_dir) / sid, exact_in_memory=small)
+                for sid in manifest["segments"]
+            ]
+            dead_df = json.loads((path / "dead-df.json").read_text(encoding="utf-8"))
+            store = cls(path, manifest, segments, dead_df)
+            store._check()
+        except IndexUnavailable:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+            raise IndexUnavailable(
+                f"index at {index_dir} is corrupt ({type(exc).__name__}: {str(exc)[:120]}): "
+                "run `kbq ingest --rebuild`"
+            ) from None
+        return store
+
+    def _check(self) -> None:
+        counts = self._manifest["counts"]
+        if counts["chunks"] != len(self._live_rows) or counts["documents"] != len(
+            self._manifest["documents"]
+        ):
+            raise ValueError("chunk or document count differs from the manifest")
+        for seg in self.segments:
+            if any(v.shape != (seg.rows, self._dims[m]) for m, v in seg.dense.items()):
+                raise ValueError(f"segment {seg.id}: chunk vectors differ from its rows")
+            if any(v.shape != (seg.units, self._dims[m]) for m, v in seg.unit_vectors.items()):
+                raise ValueError(f"segment {seg.id}: sentence vectors differ from its sentence table")
+            if len(seg.unit_first) != seg.rows + 1:
+                raise ValueError(f"segment {seg.id}: the sentence table differs from its rows")
+        if self._exact:  # small: the postings and every chunk checked against its document text
+            if any(seg.lexical.size != seg.rows for seg in self.segments):
+                raise ValueError("lexical rows differ from the chunk rows")
+            for _row, chunk in self.iter_chunks():
+                doc = self.document(chunk.doc_id)
+                if doc is None or doc.text[chunk.start : chunk.end] != chunk.text:
+                    raise ValueError(f"chunk {chunk.chunk_id} does not match its document text")
+
+    # ------------------------------------------------------------ what it holds
+
+    @property
+    def manifest(self) -> dict:
+        return self._manifest
+
+    @property
+    def version(self) -> str:
+        return str(self._manifest["version"])
+
+    @property
+    def exact(self) -> bool:
+        return self._exact
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return dict(self._dims)
+
+    def size(self) -> int:
+        return len(self._live_rows)
+
+    def live_rows(self) -> np.ndarray:
+        return self._live_rows
+
+    def langs(self, rows: np.ndarray) -> np.ndarray:
+        return _LANGS[self._lang_codes[rows]]
+
+    def kinds(self, rows: np.ndarray) -> np.ndarray:
+        return _KINDS[self._kind_codes[rows]]
+
+    def _locate(self, row: int) -> tuple[Segment, int]:
+        i = int(np.searchsorted(self.bases, row, side="right")) - 1
+        if not (0 <= row < self.bases[-1]) or not self._live[row]:
+            raise KeyError(f"no live chunk at row {row}")
+        return self.segments[i], row - int(self.bases[i])
+
+    def chunk(self, row: int) -> Chunk:
+        seg, local = self._locate(int(row))
+        return seg.chunk(local)
+
+    def _segment_of(self, doc_id: str) -> tuple[int, Segment] | None:
+        entry = self._manifest["documents"].get(doc_id)
+        if entry is None:
+            return None
+        i = self._manifest["segments"].index(entry["segment"])
+        return i, self.segments[i]
+
+    def document(self, doc_id: str) -> Document | None:
+        found = self._segment_of(doc_id)
+        return found[1].document(doc_id) if found else None
+
+    def document_ids(self) -> list[str]:
+        return sorted(self._manifest["documents"])
+
+    def digests(self) -> dict[str, str]:
+        return {d: e["hash"] for d, e in self._manifest["documents"].items()}
+
+    def document_rows(self, doc_id: str) -> np.ndarray:
+        found = self._segment_of(doc_id)
+        if found is None:
+            return np.zeros(0, np.int64)
+        i, seg = found
+        first, end = seg.document_range(doc_id)
+        return np.arange(first, end, dtype=np.int64) + self.bases[i]
+
+    def iter_chunks(self) -> Iterator[tuple[int, Chunk]]:
+        for row in self._live_rows.tolist():
+            yield row, self.chunk(row)
+
+    # ------------------------------------------------------------ dense
+
+    def _by_segment(self, rows: np.ndarray) -> Iterator[tuple[int, Segment, np.ndarray, np.ndarray]]:
+        """(segment index, segment, positions in ``rows``, local rows) for the segments ``rows`` touch."""
+        which = np.searchsorted(self.bases, rows, side="right") - 1
+        for i in np.unique(which).tolist():
+            at = np.flatnonzero(which == i)
+            yield i, self.segments[i], at, rows[at] - self.bases[i]
+
+    def dense_search(self, model_id: str, vector: np.ndarray, k: int) -> Scored:
+        found_rows, found_scores = [], []
+        for i, seg in enumerate(self.segments):
+            rows, scores = seg.dense_search(model_id, vector, k, self.live_masks[i])
+            found_rows.append(rows + self.bases[i])
+            found_scores.append(scores)
+        return _best(found_rows, found_scores, k)
+
+    def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(rows), np.float32)
+        for _, seg, at, local in self._by_segment(np.asarray(rows, np.int64)):
+            out[at] = seg.dense_scores(model_id, vector, local)
+        return out
+
+    # ------------------------------------------------------------ lexical
+
+    def _df(self, term: str) -> int:
+        total = -self.dead_df.get(term, 0)
+        for seg in self.segments:
+            j = seg.lexical.vocab.get(term)
+            if j is not None:
+                total += int(seg.lexical.df[j])
+        return total
+
+    def term_weight(self, term: str) -> float:
+        df = self._df(term)
+        return float(idf(df if df > 0 else 1, self.size()))
+
+    def _lexical(self, query: str) -> list[np.ndarray]:
+        """Each segment's BM25 scores for ``query``, kept for the thread's next call with it."""
+        cached = getattr(self._local, "lexical", None)
+        if cached is not None and cached[0] == query:
+            return cached[1]
+        weights = {}
+        for term, n in term_counts(query).items():
+            df = self._df(term)
+            if df > 0:
+                weights[term] = float(idf(df, self.size())) * n
+        scores = [seg.lexical.accumulate(weights) for seg in self.segments]
+        self._local.lexical = (query, scores)
+        return scores
+
+    def lexical_scores(self, query: str, rows: np.ndarray) -> np.ndarray:
+        per_segment = self._lexical(query)
+        out = np.zeros(len(rows), np.float32)
+        for i, _, at, local in self._by_segment(np.asarray(rows, np.int64)):
+            out[at] = per_segment[i][local]
+        return out
+
+    def lexical_search(self, query: str, k: int) -> Scored:
+        found_rows, found_scores = [], []
+        for i, scores in enumerate(self._lexical(query)):
+            rows = np.flatnonzero((scores > 0) & self.live_masks[i])
+            found_rows.append(rows + self.bases[i])
+            found_scores.append(scores[rows])
+        return _best(found_rows, found_scores, k)
+
+    # ------------------------------------------------------------ sentences
+
+    def sentences(self, rows: np.ndarray) -> SentenceRows:
+        rows = np.asarray(rows, np.int64)
+        if self._exact and len(rows) == len(self._live_rows) and np.array_equal(rows, self._live_rows):
+            if self._all_sentences is None:
+                self._all_sentences = self._sentences(rows)
+            return self._all_sentences
+        return self._sentences(rows)
+
+    def _sentences(self, rows: np.ndarray) -> SentenceRows:
+        parts = []
+        for i, seg, _, local in self._by_segment(rows):
+            units = seg.unit_index(local)
+            every = len(units) == seg.units and not isinstance(
+                next(iter(seg.unit_vectors.values()), None), np.memmap
+            )
+            parts.append(
+                (
+                    units + self.unit_bases[i],
+                    seg.unit_rows(units) + self.bases[i],
+                    np.asarray(seg.unit_start[units], np.int32),
+                    np.asarray(seg.unit_end[units], np.int32),
+                    {
+                        m: (v if every else np.asarray(v[units], dtype=np.float32))
+                        for m, v in seg.unit_vectors.items()
+                    },
+                )
+            )
+        if not parts:
+            return SentenceRows.empty(self._dims)
+        if len(parts) == 1:
+            sid, row, start, end, vectors = parts[0]
+            return SentenceRows(sid, row, start, end, vectors)
+        return SentenceRows(
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]),
+            np.concatenate([p[3] for p in parts]),
+            {m: np.vstack([p[4][m] for p in parts]) for m in self._dims},
+        )
+
+    def sample_rows(self) -> np.ndarray:
+        if self._exact:
+            return self._live_rows
+        if self._sample is None:
+            rng = np.random.default_rng(int.from_bytes(self.version.encode()[-8:].ljust(8, b"\0"), "little"))
+            n = min(RETRIEVAL.sample_rows, len(self._live_rows))
+            self._sample = np.sort(rng.choice(self._live_rows, size=n, replace=False))
+        return self._sample
+
+    def stated(self, term: str, inside: bool = False) -> bool:
+        if any(term in seg.stated for seg in self.segments):
+            return True
+        # a substring scan of the vocabulary: cheap for a small store, too slow for a large one
+        return inside and self._exact and any(term in t for seg in self.segments for t in seg.stated)
+
+    def close(self) -> None:
+        """Segments close when no store uses them (a reloaded store shares its unchanged ones)."""
+
+
+def _best(rows: list[np.ndarray], scores: list[np.ndarray], k: int) -> Scored:
+    if not rows:
+        return Scored.empty()
+    all_rows, all_scores = np.concatenate(rows).astype(np.int64), np.concatenate(scores).astype(np.float32)
+    if len(all_rows) > k > 0:
+        keep = np.argpartition(-all_scores, k - 1)[:k]
+        all_rows, all_scores = all_rows[keep], all_scores[keep]
+    order = np.argsort(all_rows)
+    return Scored(all_rows[order], all_scores[order])
+
+
+# ---------------------------------------------------------------- writing
+
+
+class LocalWriter:
+    """Upserts and deletes into a new segment and version; ``publish`` swaps the version in.
+    The caller holds the writer lock (kb.indexer.writer_lock)."""
+
+    def __init__(
+        self, index_dir: Path, expected: dict, previous: LocalStore | None, rebuilt: str | None
+    ) -> None:
+        self.index_dir = index_dir
+        self.expected = expected
+        self._rebuilt = rebuilt
+        self.previous = previous
+        self.dims = {e["id"]: int(e["dim"]) for e in expected["embedders"]}
+        base = previous.manifest if previous else {}
+        self.catalog: dict[str, dict] = {d: dict(e) for d, e in base.get("documents", {}).items()}
+        self.segment_ids: list[str] = list(base.get("segments", []))
+        self.avgdl: float | None = base.get("avgdl")
+        self.dead_df: Counter[str] = Counter(previous.dead_df if previous else {})
+        self._segments = {s.id: s for s in previous.segments} if previous else {}
+        self.builder: SegmentBuilder | None = None
+        self.changed = bool(rebuilt)
+
+    @classmethod
+    def open(cls, index_dir: Path, expected: dict, rebuild: bool = False) -> LocalWriter:
+        index_dir = Path(index_dir)
+        remove_leftovers(index_dir)
+        if not (index_dir / "manifest.json").exists():
+            return cls(index_dir, expected, None, None)
+        if rebuild:
+            return cls(index_dir, expected, None, "rebuild requested")
+        try:
+            previous = LocalStore.open(index_dir)
+        except IndexUnavailable as exc:
+            return cls(index_dir, expected, None, f"previous index unreadable ({exc})")
+        for key in SETTINGS_KEYS:
+            if previous.manifest.get(key) != expected.get(key):
+                return cls(index_dir, expected, None, f"{key} changed")
+        return cls(index_dir, expected, previous, None)
+
+    @property
+    def rebuilt(self) -> str | None:
+        return self._rebuilt
+
+    def digests(self) -> dict[str, str]:
+        return {d: e["hash"] for d, e in self.catalog.items()}
+
+    def current(self) -> str:
+        return published_version(self.index_dir) or ""
+
+    def upsert(self, records: Iterable[DocumentRecord]) -> None:
+        for record in records:
+            doc_id = record.document.doc_id
+            self._kill(doc_id)
+            if self.builder is None:
+                sid = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+                path = segments_dir(self.index_dir) / f"{TMP_PREFIX}{sid}"
+                self.builder = SegmentBuilder(path, sid, self.dims, avgdl=self.avgdl)
+            self.builder.add([record])
+            self.catalog[doc_id] = {
+                "hash": record.digest,
+                "kind": record.document.kind,
+                "chunks": len(record.chunks),
+                "segment": self.builder.id,
+            }
+            self.changed = True
+
+    def delete(self, doc_ids: Iterable[str]) -> None:
+        for doc_id in doc_ids:
+            if doc_id in self.catalog:
+                self._kill(doc_id)
+                self.changed = True
+
+    def _kill(self, doc_id: str) -> None:
+        """The stored copy of ``doc_id`` stops being live; its terms leave the document frequencies."""
+        entry = self.catalog.pop(doc_id, None)
+        if entry is None:
+            return
+        if self.builder is not None and entry["segment"] == self.builder.id:
+            chunks = self.builder.chunks_of(doc_id)
+        else:
+            seg = self._segments[entry["segment"]]
+            first, end = seg.document_range(doc_id)
+            chunks = [seg.chunk(r) for r in range(first, end)]
+        for chunk in chunks:
+            self.dead_df.update(term_counts(indexed_text(chunk)).keys())
+
+    def publish(self) -> str:
+        """Finish the new segment, merge when the policy says so, and swap the new version in."""
+        if self.builder is not None:
+            self.builder.finish()
+            final = segments_dir(self.index_dir) / self.builder.id
+            self.builder.path.rename(final)
+            self.segment_ids.append(self.builder.id)
+            small = sum(e["chunks"] for e in self.catalog.values()) < INDEX.store.exact_below
+            self._segments[self.builder.id] = Segment(final, exact_in_memory=small)
+            if self.avgdl is None:
+                self.avgdl = self._segments[self.builder.id].avgdl
+            self.builder = None
+        self.segment_ids = [
+            s for s in self.segment_ids if any(e["segment"] == s for e in self.catalog.values())
+        ]
+        if self._should_merge():
+            self._merge()
+        return self._write_version()
+
+    def _should_merge(self) -> bool:
+        live = sum(e["chunks"] for e in self.catalog.values())
+        total = sum(self._segments[s].rows for s in self.segment_ids)
+        if len(self.segment_ids) <= 1 and total == live:
+            return False
+        if live < INDEX.store.exact_below:
+            return True  # a small store stays one segment: the same results as a fresh build
+        first = self._segments[self.segment_ids[0]].rows if self.segment_ids else 0
+        return len(self.segment_ids) > INDEX.store.max_segments or (total - first) + (total - live) > (
+            INDEX.store.merge_share * live
+        )
+
+    def _merge(self) -> None:
+        """One segment from every live document, in document-id order, from the stored vectors."""
+        sid = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3) + "-merged"
+        path = segments_dir(self.index_dir) / f"{TMP_PREFIX}{sid}"
+        builder = SegmentBuilder(path, sid, self.dims, avgdl=None)
+        batch: list[DocumentRecord] = []
+        for doc_id in sorted(self.catalog):
+            batch.append(self._stored(doc_id))
+            if len(batch) >= 512:
+                builder.add(batch)
+                batch = []
+        builder.add(batch)
+        builder.finish()
+        final = segments_dir(self.index_dir) / sid
+        path.rename(final)
+        small = builder.rows < INDEX.store.exact_below
+        self._segments[sid] = Segment(final, exact_in_memory=small)
+        self.segment_ids = [sid]
+        self.avgdl = self._segments[sid].avgdl
+        self.dead_df = Counter()
+        for entry in self.catalog.values():
+            entry["segment"] = sid
+
+    def _stored(self, doc_id: str) -> DocumentRecord:
+        seg = self._segments[self.catalog[doc_id]["segment"]]
+        first, end = seg.document_range(doc_id)
+        local = np.arange(first, end)
+        units = seg.unit_index(local)
+        unit_rows = seg.unit_rows(units) - first
+        return DocumentRecord(
+            document=seg.document(doc_id),
+            chunks=[seg.chunk(r) for r in local.tolist()],
+            digest=self.catalog[doc_id]["hash"],
+            units=[
+                (int(r), int(a), int(b))
+                for r, a, b in zip(unit_rows, seg.unit_start[units], seg.unit_end[units], strict=True)
+            ],
+            vectors={m: np.asarray(v[local]) for m, v in seg.dense.items()},
+            unit_vectors={m: np.asarray(v[units]) for m, v in seg.unit_vectors.items()},
+        )
+
+    def _write_version(self) -> str:
+        version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        versions = versions_dir(self.index_dir)
+        versions.mkdir(parents=True, exist_ok=True)
+        tmp = versions / f"{TMP_PREFIX}{version}"
+        tmp.mkdir()
+        segments = [self._segments[s] for s in self.segment_ids]
+        live_units = 0
+        for seg in segments:
+            for doc_id, (first, count, _) in seg.docs.items():
+                entry = self.catalog.get(doc_id)
+                if entry is not None and entry["segment"] == seg.id:
+                    live_units += int(seg.unit_first[first + count] - seg.unit_first[first])
+        manifest = {
+            **self.expected,
+            "version": version,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "segments": self.segment_ids,
+            "avgdl": self.avgdl,
+            "documents": {d: self.catalog[d] for d in sorted(self.catalog)},
+            "counts": {
+                "documents": len(self.catalog),
+                "chunks": sum(e["chunks"] for e in self.catalog.values()),
+                "sentences": live_units,
+            },
+        }
+        (tmp / "manifest.json").write_text(
+            json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8"
+        )
+        (tmp / "dead-df.json").write_text(
+            json.dumps(dict(self.dead_df), ensure_ascii=False), encoding="utf-8"
+        )
+        (tmp / "version.txt").write_text(version + "\n", encoding="utf-8")
+        (tmp / "segments.json").write_text(json.dumps(self.segment_ids), encoding="utf-8")
+        final = versions / version
+        tmp.rename(final)
+        # a plain folder from elsewhere in the way is set aside among the versions
+        install_link(self.index_dir, final, set_aside=versions / f"adopted-{secrets.token_hex(3)}")
+        _prune(self.index_dir, keep=final)
+        self.changed = False
+        return version
+
+    def close(self) -> None:
+        if self.builder is not None:
+            self.builder.abandon()
+            self.builder = None
+
+
+def _prune(index_dir: Path, keep: Path) -> None:
+    """Keep the newest few versions, and the segments they use."""
+    versions = versions_dir(index_dir)
+    old = sorted(
+        (p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep),
+        key=lambda p: p.stat().st_mtime,
+    )
+    for path in old[: max(0, len(old) - (KEEP_VERSIONS - 1))]:
+        shutil.rmtree(path, ignore_errors=True)
+    used: set[str] = set()
+    for path in versions.iterdir():
+        try:
+            used.update(json.loads((path / "segments.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    for seg in segments_dir(index_dir).iterdir():
+        if seg.is_dir() and not seg.name.startswith(".") and seg.name not in used:
+            shutil.rmtree(seg, ignore_errors=True)
+
+
+def remove_leftovers(index_dir: Path) -> None:
+    """What a crashed writer left: half-written versions and segments, and the link it had not yet
+    swapped in. Called under the writer lock, so nothing here belongs to a live writer."""
+    for folder in (versions_dir(index_dir), segments_dir(index_dir)):
+        for tmp in folder.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    segments_dir(index_dir).mkdir(parents=True, exist_ok=True)
+    for link in index_dir.parent.glob(f".{index_dir.name}.link-*"):
+        if link.is_symlink():
+            link.unlink(missing_ok=True)
