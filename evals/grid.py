@@ -31,7 +31,9 @@ RETRIEVAL_GRID: dict[str, Sequence[Any]] = {
 }
 ANSWER_GRID: dict[str, Sequence[Any]] = {
     "candidate_chunks": (3, 4, 5, 6, 8),
+    "max_sentences": (2, 3, 4),
     "neighbour_share": (0.05, 0.1, 0.2, 0.3),
+    "community_share": (0.3, 0.5, 0.7, 1.01),
     "redundant": (0.7, 0.75, 0.8, 0.85),
     "counterpart": (0.5, 0.55, 0.6, 0.65, 0.7),
     "other_lang_lead_only": (True, False),

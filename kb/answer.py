@@ -101,7 +101,7 @@ class Answerer:
         unknown = sum(not self.store.stated(t) for t in terms) / len(terms) if terms else 0.0
         missing_name = float(any(not self.store.stated(name, inside=True) for name in named_terms(question)))
         answer_lang = lang if lang in LANGS else signals.query_lang
-        candidates = self.featuriser.candidates(question, signals, hits, answer_lang)
+        candidates = self.featuriser.candidates(question, signals, hits)
         view = SentenceView(self.store, signals.sentences)
         return Draft(question, answer_lang, hits, candidates, view, unknown, missing_name)
 
@@ -151,10 +151,13 @@ class Answerer:
                 or score < self.answering.neighbour_share * best_score
             ):
                 break
-            if best.official and not cand.official:
+            if best.official and not cand.official and score < self.answering.community_share * best_score:
                 continue  # community reports only for what official sources do not cover
-            if not any(self._similar(draft.view, cand, c) for c in chosen):
+            same = next((i for i, c in enumerate(chosen) if self._similar(draft.view, cand, c)), None)
+            if same is None:
                 chosen.append(cand)
+            elif cand.official and not chosen[same].official:
+                chosen[same] = cand  # an official source says what a community report said: quote it
         said = self.realiser.realise(chosen, draft.candidates, draft.lang, draft.view)
         if self.answering.other_lang_lead_only and any(c.lang == draft.lang for c in said):
             said = [c for i, c in enumerate(said) if c.lang == draft.lang or i == 0]

@@ -178,9 +178,7 @@ class Featuriser:
     def coverage(self, query_terms: AbstractSet[str], text_terms: AbstractSet[str]) -> float:
         return coverage(query_terms, text_terms, self.store.term_weight)
 
-    def candidates(
-        self, question: str, signals: Signals, hits: list[Hit], answer_lang: str
-    ) -> list[Candidate]:
+    def candidates(self, question: str, signals: Signals, hits: list[Hit]) -> list[Candidate]:
         table = signals.sentences
         q_terms = set(tokenize(question))
         names = named_terms(question)
@@ -192,14 +190,12 @@ class Featuriser:
             positions = signals.sentence_positions(hit.row)
             sims = self.similarity(signals, hit.chunk.lang, positions)
             question_match = max(sims.values(), default=0.0)
-            chunk_coverage = self.coverage(q_terms, self.terms(hit.chunk.context + " " + hit.chunk.text))
             # what an official passage's heading names (an FAQ question's "C4", the article's site)
             # its sentences are about, even when they do not repeat it
             heading = self.terms(hit.chunk.context) if hit.chunk.kind in OFFICIAL_KINDS else frozenset()
             # a thread comment answers the comment or post it replies to, which rides along as its
             # context: a reply to a comment that says what the question asks is likely its answer
             reply = self.coverage(q_terms, self.terms(hit.chunk.context)) if hit.chunk.is_reply else 0.0
-            lead = True
             for i in positions:
                 start, end = int(table.start[i]), int(table.end[i])
                 text = doc.text[start:end]
@@ -211,16 +207,11 @@ class Featuriser:
                     dense=sims[i],
                     coverage=self.coverage(q_terms, terms),
                     names=sum(mentions(n, terms | heading) for n in names) / len(names) if names else 0.0,
-                    chunk_coverage=chunk_coverage,
-                    fused=hit.score,
                     inverse_rank=1.0 / hit.rank,
-                    same_lang=float(lang == answer_lang),
                     official=float(hit.chunk.kind in OFFICIAL_KINDS),
-                    lead=float(lead),
                     question_match=question_match,
                     reply=reply,
                 )
-                lead = False
                 official = hit.chunk.kind in OFFICIAL_KINDS
                 out.append(Candidate(int(table.sid[i]), hit.row, start, end, official, lang, features))
         return out

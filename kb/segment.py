@@ -352,7 +352,7 @@ def ivf_index(matrix: np.ndarray, settings: StoreSettings) -> faiss.Index:
     """IVF over 8-bit scalar-quantised codes (a quarter of float32's memory); search rescores its
     candidates exactly from the float32 vectors on disk, so the codes only need to find them."""
     rows, dim = matrix.shape
-    lists = max(1, int(settings.ivf_lists_per_sqrt * np.sqrt(rows)))
+    lists = max(1, min(rows, int(settings.ivf_lists_per_sqrt * np.sqrt(rows))))
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFScalarQuantizer(
         quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT

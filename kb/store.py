@@ -10,7 +10,8 @@ holds it. ``KB_STORE`` picks the implementation (``open_store``, ``open_writer``
 tests/kb/test_store_contract.py runs one suite against both.
 
 Rows and sentence ids are integers that name a chunk and a sentence within one published version; they
-need not be dense or start at 0. A deleted or replaced chunk's row is never returned again.
+need not be dense or start at 0, and another version may number them differently (a merge renumbers).
+Within a version, a deleted or replaced chunk's row is never returned.
 Retrieval either scores every live row (``exact``: small corpora, the results of a plain scan) or
 gathers candidates from ``dense_search`` and ``lexical_search`` and scores only those (kb/retrieve.py);
 both then fuse the same way.
@@ -130,11 +131,11 @@ class Store(Protocol):
         """The rows of one document's chunks, in document order (empty when it is not stored)."""
 
     def dense_search(self, model_id: str, vector: np.ndarray, k: int) -> Scored:
-        """About the ``k`` live rows whose chunk vectors are closest to ``vector`` (approximate search
-        may miss some), with their exact cosines."""
+        """About the ``k`` live rows whose chunk vectors are closest to ``vector``, a unit vector as every
+        embedder gives (approximate search may miss some), with their exact cosines."""
 
     def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Exact cosine of ``vector`` to each row's chunk vector."""
+        """Exact cosine of the unit ``vector`` to each row's chunk vector."""
 
     def lexical_search(self, query: str, k: int) -> Scored:
         """The ``k`` live rows with the highest BM25 scores for ``query`` (only rows sharing a term)."""

@@ -79,7 +79,12 @@ def test_an_unknown_answer_language_is_a_json_422(client: TestClient, lang: obje
 
 def test_citations_say_whether_they_are_official_community_or_a_correction(client: TestClient) -> None:
     seen = set()
-    for question in [*QUESTIONS, "NVMe root device after moving to C5"]:
+    extra = [
+        "NVMe root device after moving to C5",
+        "c5 rollback story",
+        "Would --sriov-net-support simple do for c5?",
+    ]
+    for question in [*QUESTIONS, *extra]:
         for c in client.post("/v1/ask", json={"question": question}).json()["citations"]:
             seen.add(c["label"])
             assert c["label"] in {"official", "community", "correction"}
