@@ -10,7 +10,8 @@ benchmark query sets, through these same functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +37,29 @@ def signal_weight(weights: Weights, query_lang: str, passage_lang: str, signal: 
     return float(table.get(key, table.get(DENSE, 0.0)))
 
 
-def normalise(scores: np.ndarray, passage_langs: np.ndarray, sample: np.ndarray | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class Population:
+    """A signal's centre per passage language and its spread, over the passages that stand for the corpus
+    (``normalise`` of a large store's candidates, which are the best passages, not typical ones)."""
+
+    centre: dict[str, float]
+    spread: float
+
+    @classmethod
+    def of(cls, scores: np.ndarray, passage_langs: np.ndarray) -> Population:
+        """From one question's scores over a sample of passages (float32, as ``normalise`` computes them)."""
+        scores = scores.astype(np.float32, copy=False)
+        centre = {
+            lang: float(scores[passage_langs == lang].mean())
+            for lang in LANGS
+            if (passage_langs == lang).any()
+        }
+        return cls(centre, float(scores.std()) if len(scores) else 0.0)
+
+
+def normalise(
+    scores: np.ndarray, passage_langs: np.ndarray, population: Population | None = None
+) -> np.ndarray:
     """Each row centred within each passage language and divided by the row's spread over all passages.
 
     The common spread keeps a group's best passage from being stretched into a strong match just because
@@ -44,25 +67,26 @@ def normalise(scores: np.ndarray, passage_langs: np.ndarray, sample: np.ndarray 
     one at 0.75 for a Chinese question (golden set, recall@5 0.946 -> 0.962). Over a one-language index
     this is the plain z-score.
 
-    ``sample``: the passages whose scores stand for the whole corpus (a large store scores only its
-    candidates and a fixed random sample, and the candidates are the best, not typical); by default all.
+    ``population``: the centres and spread to use (one question, a large store), instead of these passages'.
     """
     rows = np.atleast_2d(scores).astype(np.float32, copy=False)
+    if population is not None:
+        out = np.zeros_like(rows)
+        if population.spread > 1e-9:
+            for lang in LANGS:
+                cols = passage_langs == lang
+                centre = population.centre.get(lang, float(rows[:, cols].mean()) if cols.any() else 0.0)
+                out[:, cols] = (rows[:, cols] - np.float32(centre)) / np.float32(population.spread)
+        return out.reshape(np.shape(scores))
     out = np.zeros_like(rows)
-    spread = (rows if sample is None else rows[:, sample]).std(axis=1, keepdims=True)
+    spread = rows.std(axis=1, keepdims=True)
     flat = spread[:, 0] <= 1e-9
     safe = np.where(flat[:, None], 1.0, spread)
     for lang in LANGS:
         cols = passage_langs == lang
         if cols.any():
             part = rows[:, cols]
-            typical = cols & sample if sample is not None and (cols & sample).any() else cols
-            centre = (
-                part.mean(axis=1, keepdims=True)
-                if typical is cols
-                else rows[:, typical].mean(axis=1, keepdims=True)
-            )
-            out[:, cols] = (part - centre) / safe
+            out[:, cols] = (part - part.mean(axis=1, keepdims=True)) / safe
     out[flat] = 0.0
     return out.reshape(np.shape(scores))
 
@@ -102,7 +126,7 @@ def fuse_one(
     passage_langs: np.ndarray,
     weights_of: Callable[[str], np.ndarray],
     prior: np.ndarray | None = None,
-    sample: np.ndarray | None = None,
+    populations: Mapping[str, Population] | None = None,
 ) -> np.ndarray:
     """``fuse`` for one question, with its per-passage weights (``passage_weights``) looked up by
     ``weights_of(key)``, so a caller can compute them once per question language. The same float
@@ -113,7 +137,8 @@ def fuse_one(
     for key, scores in raw:
         per_passage = weights_of(key)
         if per_passage.any():
-            total += normalise(scores, passage_langs, sample) * per_passage
+            population = populations.get(key) if populations else None
+            total += normalise(scores, passage_langs, population) * per_passage
     return total
 
 

@@ -237,6 +237,12 @@ class LocalStore:
             found_scores.append(scores)
         return _best(found_rows, found_scores, k)
 
+    def chunk_vectors(self, model_id: str, rows: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(rows), self._dims[model_id]), np.float32)
+        for _, seg, at, local in self._by_segment(np.asarray(rows, np.int64)):
+            out[at] = seg.dense[model_id][local]
+        return out
+
     def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         out = np.zeros(len(rows), np.float32)
         for _, seg, at, local in self._by_segment(np.asarray(rows, np.int64)):

@@ -581,13 +581,16 @@ class MilvusStore:
 
     def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         query = _unit(np.asarray(vector, np.float32).reshape(1, -1))[0]
+        return (self.chunk_vectors(model_id, rows) @ query).astype(np.float32)
+
+    def chunk_vectors(self, model_id: str, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
         if self._exact:
-            return (self._vectors[model_id][self._positions(rows)] @ query).astype(np.float32)
+            return self._vectors[model_id][self._positions(rows)]
         field = self.field[model_id]
         found = {r["row"]: r[field] for r in _where_in(self.client, self.col["chunks"], "row", rows, [field])}
         matrix = np.array([found[int(r)] for r in rows], np.float32).reshape(len(rows), self._dims[model_id])
-        return (_unit(matrix) @ query).astype(np.float32)
+        return _unit(matrix)
 
     # ------------------------------------------------------------ lexical
 

@@ -10,7 +10,14 @@ import numpy as np
 
 from kb.dense import inner_products
 from kb.embed import Embedder
-from kb.fusion import default_weights, fuse_one, official_prior, passage_weights, with_best_sentence
+from kb.fusion import (
+    Population,
+    default_weights,
+    fuse_one,
+    official_prior,
+    passage_weights,
+    with_best_sentence,
+)
 from kb.store import SentenceRows, Store
 from kb.text import detect_lang
 from kb.tuning import FUSION, LEXICAL, RETRIEVAL, Fusion, Retrieval, Weights
@@ -27,6 +34,25 @@ def topk(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarr
 
 
 @dataclass(frozen=True)
+class Sample:
+    """A large store's fixed sample of rows, read once: with each question their scores stand for the
+    whole corpus's when a signal is centred and scaled (kb.fusion.Population)."""
+
+    rows: np.ndarray
+    langs: np.ndarray
+    vectors: dict[str, np.ndarray]  # chunk vectors per embedder
+    sentences: SentenceRows
+    columns: np.ndarray  # each sentence's position in rows
+
+    @classmethod
+    def of(cls, store: Store, model_ids: Collection[str]) -> Sample:
+        rows = store.sample_rows()
+        sentences = store.sentences(rows)
+        vectors = {m: store.chunk_vectors(m, rows) for m in model_ids}
+        return cls(rows, store.langs(rows), vectors, sentences, np.searchsorted(rows, sentences.row))
+
+
+@dataclass(frozen=True)
 class Signals:
     """One question's raw scores over its candidate passages (every live passage when the store is
     exact), and every candidate sentence's cosine to the question per embedder, which the answerer
@@ -36,7 +62,7 @@ class Signals:
     rows: np.ndarray  # candidate rows, ascending
     langs: np.ndarray  # their languages
     kinds: np.ndarray  # their source kinds
-    sample: np.ndarray | None  # the rows whose scores stand for the corpus in normalisation (None: all)
+    populations: dict[str, Population] | None  # per signal, over the rows that stand for the corpus
     raw: dict[str, np.ndarray]  # per signal, aligned with rows
     sentences: SentenceRows  # the candidates' sentences
     sentence_sims: dict[str, np.ndarray]  # per embedder, aligned with sentences
@@ -74,19 +100,34 @@ class Retriever:
             self._kinds = store.kinds(self._all)
             self._prior = official_prior(np.isin(self._kinds, OFFICIAL_KINDS), fusion.official_prior)
         self._passage_weights: dict[tuple[str, str], np.ndarray] = {}
+        self._sample: Sample | None = None
 
     def embed(self, query: str) -> dict[str, np.ndarray]:
         """The question's vector from each embedder, computed once and shared by every stage."""
         return {model_id: e.embed_queries([query])[0] for model_id, e in self.embedders.items()}
 
-    def candidates(self, query: str, vectors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, which of them are the normalisation sample) for a store too large to score whole."""
+    def candidates(self, query: str, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The rows worth scoring in a store too large to score whole: each embedder's approximate
+        nearest and the BM25 best."""
         r = self.retrieval
         found = [self.store.dense_search(m, vectors[m], r.dense_candidates).rows for m in self.embedders]
         found.append(self.store.lexical_search(query, r.lexical_candidates).rows)
-        sample = self.store.sample_rows()
-        rows = np.unique(np.concatenate([*found, sample]).astype(np.int64))
-        return rows, np.isin(rows, sample)
+        return np.unique(np.concatenate(found).astype(np.int64))
+
+    def populations(self, query: str, vectors: Mapping[str, np.ndarray]) -> dict[str, Population]:
+        """Each signal's centre and spread over the store's sample, for this question."""
+        if self._sample is None:  # a race reads the same sample twice, harmlessly
+            self._sample = Sample.of(self.store, list(self.embedders))
+        sample = self._sample
+        out = {LEXICAL: Population.of(self.store.lexical_scores(query, sample.rows), sample.langs)}
+        for model_id in self.embedders:
+            vector = vectors[model_id]
+            sentences = sample.sentences.vectors[model_id]
+            sims = inner_products(sentences, vector) if len(sentences) else np.zeros(0, np.float32)
+            chunk = inner_products(sample.vectors[model_id], vector)
+            scores = with_best_sentence(chunk, sample.columns, sims, self.fusion.chunk_share)
+            out[model_id] = Population.of(scores, sample.langs)
+        return out
 
     def signals(
         self, query: str, vectors: Mapping[str, np.ndarray] | None = None, exact: bool | None = None
@@ -94,10 +135,14 @@ class Retriever:
         """``exact``: score every live row, even over a large store (the reference for approximate search)."""
         vectors = self.embed(query) if vectors is None else vectors
         store = self.store
+        populations = None
         if self._all is not None and exact is not False:
-            rows, sample, langs, kinds = self._all, None, self._langs, self._kinds
+            rows, langs, kinds = self._all, self._langs, self._kinds
         else:
-            rows, sample = (store.live_rows(), None) if exact else self.candidates(query, vectors)
+            if exact:
+                rows = store.live_rows()
+            else:
+                rows, populations = self.candidates(query, vectors), self.populations(query, vectors)
             langs, kinds = store.langs(rows), store.kinds(rows)
         raw = {LEXICAL: store.lexical_scores(query, rows)}
         sentences = store.sentences(rows)
@@ -113,7 +158,7 @@ class Retriever:
             chunk = store.dense_scores(model_id, vector, rows)
             raw[model_id] = with_best_sentence(chunk, columns, sims, self.fusion.chunk_share)
             sentence_sims[model_id] = sims
-        return Signals(detect_lang(query), rows, langs, kinds, sample, raw, sentences, sentence_sims)
+        return Signals(detect_lang(query), rows, langs, kinds, populations, raw, sentences, sentence_sims)
 
     def fused(self, signals: Signals) -> np.ndarray:
         lang = signals.query_lang
@@ -122,7 +167,7 @@ class Retriever:
         else:
             prior = official_prior(np.isin(signals.kinds, OFFICIAL_KINDS), self.fusion.official_prior)
             weights_of = lambda key: passage_weights(self.weights, lang, signals.langs, key)  # noqa: E731
-        return fuse_one(list(signals.raw.items()), signals.langs, weights_of, prior, signals.sample)
+        return fuse_one(list(signals.raw.items()), signals.langs, weights_of, prior, signals.populations)
 
     def _weights(self, query_lang: str, key: str) -> np.ndarray:
         found = self._passage_weights.get((query_lang, key))

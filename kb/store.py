@@ -137,6 +137,9 @@ class Store(Protocol):
     def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact cosine of the unit ``vector`` to each row's chunk vector."""
 
+    def chunk_vectors(self, model_id: str, rows: np.ndarray) -> np.ndarray:
+        """The rows' unit chunk vectors, (rows, dim) float32."""
+
     def lexical_search(self, query: str, k: int) -> Scored:
         """The ``k`` live rows with the highest BM25 scores for ``query`` (only rows sharing a term)."""
 
