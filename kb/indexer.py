@@ -17,7 +17,8 @@ from kb.batch_embed import EmbedStats, embed_documents
 from kb.config import INGEST_LOCK_TIMEOUT, Settings
 from kb.embed import Embedder
 from kb.fsutil import exclusive_lock
-from kb.store import DocumentRecord, StoreWriter, indexed_text, open_writer
+from kb.store import DocumentRecord, StoreWriter, indexed_text
+from kb.stores import open_writer
 from kb.text import sentence_spans
 from kb.tuning import INDEX
 from kb.types import Chunk, Document

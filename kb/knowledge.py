@@ -15,7 +15,8 @@ from kb.config import Settings
 from kb.embed import Embedder, embedder_names, load_embedder
 from kb.indexer import SourceRecord, UpdateReport, update_index
 from kb.retrieve import Retriever, Weights
-from kb.store import Store, current_version, open_store
+from kb.store import Store
+from kb.stores import current_version, open_store
 from kb.types import Answer, Document, Hit
 
 

@@ -1,5 +1,5 @@
 """The store interface: everything retrieval and answering read, and everything ingest writes, whatever
-holds it. ``KB_STORE`` picks the implementation (``open_store``, ``open_writer``):
+holds it. ``KB_STORE`` picks the implementation (kb/stores.py: ``open_store``, ``open_writer``):
 
 - ``local`` (default, kb/local_store.py): files beside the index link, one small exact index up to
   ``INDEX.store.exact_below`` chunks, approximate (IVF) dense search above it, vectors memory-mapped;
@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -31,7 +30,6 @@ from kb.tuning import INDEX
 from kb.types import Chunk, Document
 
 if TYPE_CHECKING:
-    from kb.config import Settings
     from kb.embed import Embedder
 
 FORMAT = 4  # 4: segments (kb/local_store.py); 3: typed chunk provenance fields instead of a meta dict
@@ -224,50 +222,6 @@ def check_models(manifest: Mapping, where: object, model_ids: Sequence[str] | No
             f"index at {where} was built with {'+'.join(built)} but KB_EMBED_MODEL "
             f"asks for {'+'.join(model_ids)}: run `kbq ingest` to rebuild it"
         )
-
-
-def open_store(
-    settings: Settings, model_ids: Sequence[str] | None = None, reuse: Store | None = None
-) -> Store:
-    """The published index ``settings`` name; raises ``IndexUnavailable`` with a one-line fix.
-    ``reuse``: the store this replaces, whose unchanged parts a new version may share."""
-    if settings.store == "milvus":
-        from kb.milvus_store import MilvusStore
-
-        return MilvusStore.open(settings, model_ids)
-    from kb.local_store import LocalStore
-
-    previous = reuse if isinstance(reuse, LocalStore) else None
-    return LocalStore.open(settings.index_dir, None if model_ids is None else list(model_ids), reuse=previous)
-
-
-def open_writer(
-    settings: Settings, embedders: Sequence[Embedder], parser_version: str, rebuild: bool = False
-) -> StoreWriter:
-    """A writer for the index ``settings`` name. The caller holds the writer lock (kb.indexer)."""
-    expected = build_settings(embedders, parser_version)
-    if settings.store == "milvus":
-        from kb.milvus_store import MilvusWriter
-
-        return MilvusWriter.open(settings, expected, rebuild)
-    from kb.local_store import LocalWriter
-
-    return LocalWriter.open(settings.index_dir, expected, rebuild)
-
-
-def current_version(settings_or_dir: Settings | Path) -> str | None:
-    """The published version, cheaply, without loading anything (None when there is none)."""
-    if isinstance(settings_or_dir, Path | str):
-        from kb.local_store import published_version
-
-        return published_version(Path(settings_or_dir))
-    if settings_or_dir.store == "milvus":
-        from kb.milvus_store import published_version as milvus_version
-
-        return milvus_version(settings_or_dir)
-    from kb.local_store import published_version
-
-    return published_version(settings_or_dir.index_dir)
 
 
 def iter_chunks(store: Store) -> Iterator[tuple[int, Chunk]]:

@@ -30,7 +30,8 @@ def _emit(data: object) -> None:
 
 def _open_kb(settings: Settings, build_if_missing: bool = False, one_shot: bool = False):  # type: ignore[no-untyped-def]
     from kb.knowledge import KnowledgeBase
-    from kb.store import IndexUnavailable, current_version
+    from kb.store import IndexUnavailable
+    from kb.stores import current_version
 
     if build_if_missing and current_version(settings) is None:
         where = settings.milvus_uri or "Milvus" if settings.store == "milvus" else settings.index_dir

@@ -12,7 +12,8 @@ from ingest import PARSER_VERSION
 from kb.indexer import SourceRecord, answer_units, update_index
 from kb.knowledge import KnowledgeBase
 from kb.local_store import LocalStore, segments_dir
-from kb.store import IndexUnavailable, current_version
+from kb.store import IndexUnavailable
+from kb.stores import current_version
 from kb.tuning import INDEX
 from kb.types import Chunk, Document, Provenance
 from service.indexing import ingest

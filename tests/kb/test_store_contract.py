@@ -20,16 +20,8 @@ import pytest
 
 from kb.config import Settings
 from kb.lexical import Bm25Index, idf, term_counts
-from kb.store import (
-    DocumentRecord,
-    IndexUnavailable,
-    Store,
-    StoreWriter,
-    current_version,
-    indexed_text,
-    open_store,
-    open_writer,
-)
+from kb.store import DocumentRecord, IndexUnavailable, Store, StoreWriter, indexed_text
+from kb.stores import current_version, open_store, open_writer
 from kb.text import tokenize
 from kb.tuning import INDEX
 from kb.types import Chunk, Document, Provenance, chunk_id_for

@@ -15,7 +15,7 @@ from ingest import PARSER_VERSION
 from kb.fsutil import LockTimeout
 from kb.indexer import update_index, writer_lock
 from kb.local_store import KEEP_VERSIONS, read_manifest, segments_dir
-from kb.store import current_version
+from kb.stores import current_version
 from service.indexing import ingest
 from tests.conftest import ROOT
 from tests.kb.test_store import FakeEmbedder, _records
