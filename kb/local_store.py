@@ -37,6 +37,7 @@ from kb.store import DocumentRecord, IndexUnavailable, Scored, SentenceRows, che
 from kb.tuning import INDEX, RETRIEVAL
 from kb.types import KINDS, Chunk, Document
 
+TERM_WEIGHTS = 200_000  # idf values kept per version before the cache starts over
 KEEP_VERSIONS = 3  # readers that loaded an older version can finish
 TMP_PREFIX = (
     ".tmp-"  # a version or segment being written; one left behind by a crash is removed by the next writer
@@ -100,6 +101,7 @@ class LocalStore:
         self._all_sentences: SentenceRows | None = None
         self._sample: np.ndarray | None = None
         self._local = threading.local()
+        self._weights: dict[str, float] = {}  # term -> idf: fixed for a version, asked for again and again
 
     @classmethod
     def open(
@@ -260,19 +262,20 @@ class LocalStore:
         return total
 
     def term_weight(self, term: str) -> float:
-        df = self._df(term)
-        return float(idf(df if df > 0 else 1, self.size()))
+        found = self._weights.get(term)
+        if found is None:
+            if len(self._weights) > TERM_WEIGHTS:
+                self._weights.clear()
+            df = self._df(term)
+            found = self._weights[term] = float(idf(df if df > 0 else 1, self.size()))
+        return found
 
     def _lexical(self, query: str) -> list[np.ndarray]:
         """Each segment's BM25 scores for ``query``, kept for the thread's next call with it."""
         cached = getattr(self._local, "lexical", None)
         if cached is not None and cached[0] == query:
             return cached[1]
-        weights = {}
-        for term, n in term_counts(query).items():
-            df = self._df(term)
-            if df > 0:
-                weights[term] = float(idf(df, self.size())) * n
+        weights = {t: self.term_weight(t) * n for t, n in term_counts(query).items() if self._df(t) > 0}
         scores = [seg.lexical.accumulate(weights) for seg in self.segments]
         self._local.lexical = (query, scores)
         return scores
