@@ -33,8 +33,16 @@ import numpy as np
 from kb.fsutil import install_link
 from kb.lexical import idf, term_counts
 from kb.segment import LANG_CODES, Segment, SegmentBuilder
-from kb.store import DocumentRecord, IndexUnavailable, Scored, SentenceRows, check_models, indexed_text
-from kb.tuning import INDEX, RETRIEVAL
+from kb.store import (
+    DocumentRecord,
+    IndexUnavailable,
+    Scored,
+    SentenceRows,
+    StoreBase,
+    check_models,
+    indexed_text,
+)
+from kb.tuning import INDEX
 from kb.types import KINDS, Chunk, Document
 
 TERM_WEIGHTS = 200_000  # idf values kept per version before the cache starts over
@@ -67,7 +75,7 @@ def read_manifest(index_dir: Path) -> dict:
     return json.loads((Path(index_dir) / "manifest.json").read_text(encoding="utf-8"))
 
 
-class LocalStore:
+class LocalStore(StoreBase):
     """One published version, opened for reading (see ``kb.store.Store``)."""
 
     def __init__(
@@ -90,16 +98,15 @@ class LocalStore:
                     live[first : first + count] = True
             self.live_masks.append(live)
         self._live = np.concatenate(self.live_masks) if segments else np.zeros(0, bool)
-        self._live_rows = np.flatnonzero(self._live).astype(np.int64)
+        self._rows = np.flatnonzero(self._live).astype(np.int64)
         self._lang_codes = (
             np.concatenate([s.lang_codes for s in segments]) if segments else np.zeros(0, np.uint8)
         )
         self._kind_codes = (
             np.concatenate([s.kind_codes for s in segments]) if segments else np.zeros(0, np.uint8)
         )
-        self._exact = len(self._live_rows) < INDEX.store.exact_below
+        self._exact = len(self._rows) < INDEX.store.exact_below
         self._all_sentences: SentenceRows | None = None
-        self._sample: np.ndarray | None = None
         self._local = threading.local()
         self._weights: dict[str, float] = {}  # term -> idf: fixed for a version, asked for again and again
 
@@ -134,9 +141,7 @@ class LocalStore:
 
     def _check(self) -> None:
         counts = self._manifest["counts"]
-        if counts["chunks"] != len(self._live_rows) or counts["documents"] != len(
-            self._manifest["documents"]
-        ):
+        if counts["chunks"] != len(self._rows) or counts["documents"] != len(self._manifest["documents"]):
             raise ValueError("chunk or document count differs from the manifest")
         for seg in self.segments:
             if any(v.shape != (seg.rows, self._dims[m]) for m, v in seg.dense.items()):
@@ -154,28 +159,6 @@ class LocalStore:
                     raise ValueError(f"chunk {chunk.chunk_id} does not match its document text")
 
     # ------------------------------------------------------------ what it holds
-
-    @property
-    def manifest(self) -> dict:
-        return self._manifest
-
-    @property
-    def version(self) -> str:
-        return str(self._manifest["version"])
-
-    @property
-    def exact(self) -> bool:
-        return self._exact
-
-    @property
-    def dims(self) -> dict[str, int]:
-        return dict(self._dims)
-
-    def size(self) -> int:
-        return len(self._live_rows)
-
-    def live_rows(self) -> np.ndarray:
-        return self._live_rows
 
     def langs(self, rows: np.ndarray) -> np.ndarray:
         return _LANGS[self._lang_codes[rows]]
@@ -219,7 +202,7 @@ class LocalStore:
         return np.arange(first, end, dtype=np.int64) + self.bases[i]
 
     def iter_chunks(self) -> Iterator[tuple[int, Chunk]]:
-        for row in self._live_rows.tolist():
+        for row in self._rows.tolist():
             yield row, self.chunk(row)
 
     # ------------------------------------------------------------ dense
@@ -299,7 +282,7 @@ class LocalStore:
 
     def sentences(self, rows: np.ndarray) -> SentenceRows:
         rows = np.asarray(rows, np.int64)
-        if self._exact and len(rows) == len(self._live_rows) and np.array_equal(rows, self._live_rows):
+        if self._exact and len(rows) == len(self._rows) and np.array_equal(rows, self._rows):
             if self._all_sentences is None:
                 self._all_sentences = self._sentences(rows)
             return self._all_sentences
@@ -336,15 +319,6 @@ class LocalStore:
             np.concatenate([p[3] for p in parts]),
             {m: np.vstack([p[4][m] for p in parts]) for m in self._dims},
         )
-
-    def sample_rows(self) -> np.ndarray:
-        if self._exact:
-            return self._live_rows
-        if self._sample is None:
-            rng = np.random.default_rng(int.from_bytes(self.version.encode()[-8:].ljust(8, b"\0"), "little"))
-            n = min(RETRIEVAL.sample_rows, len(self._live_rows))
-            self._sample = np.sort(rng.choice(self._live_rows, size=n, replace=False))
-        return self._sample
 
     def stated(self, term: str, inside: bool = False) -> bool:
         if any(term in seg.stated for seg in self.segments):

@@ -43,7 +43,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kb.lexical import idf, saturate, term_counts
-from kb.store import DocumentRecord, IndexUnavailable, Scored, SentenceRows, check_models, indexed_text
+from kb.store import (
+    DocumentRecord,
+    IndexUnavailable,
+    Scored,
+    SentenceRows,
+    StoreBase,
+    check_models,
+    indexed_text,
+)
 from kb.text import tokenize
 from kb.tuning import INDEX, RETRIEVAL
 from kb.types import Chunk, Document, quotable
@@ -387,7 +395,7 @@ def _take(rows: SentenceRows, index: np.ndarray) -> SentenceRows:
     return SentenceRows(rows.sid[index], rows.row[index], rows.start[index], rows.end[index], vectors)
 
 
-class MilvusStore:
+class MilvusStore(StoreBase):
     """One published version in Milvus, read-only (see ``kb.store.Store``)."""
 
     def __init__(self, client: Any, names: _Names, manifest: dict) -> None:
@@ -404,7 +412,6 @@ class MilvusStore:
         self.cjk, self.k1, self.b = lexical["cjk"], float(lexical["k1"]), float(lexical["b"])
         self._exact = manifest["counts"]["chunks"] < INDEX.store.exact_below
         self.catalog = _catalog(client, self.col["documents"], self.number, meta["next"]["doc"])
-        self._sample: np.ndarray | None = None
         self._terms: dict[int, tuple[int, int]] = {}  # dim -> (df, stated), read as asked (not exact)
         self._stated: frozenset[str] | None = None  # read from the chunks when first asked (exact)
         self._lock = threading.Lock()
@@ -493,28 +500,6 @@ class MilvusStore:
         return every
 
     # ------------------------------------------------------------ what it holds
-
-    @property
-    def manifest(self) -> dict:
-        return self._manifest
-
-    @property
-    def version(self) -> str:
-        return str(self._manifest["version"])
-
-    @property
-    def exact(self) -> bool:
-        return self._exact
-
-    @property
-    def dims(self) -> dict[str, int]:
-        return dict(self._dims)
-
-    def size(self) -> int:
-        return len(self._rows)
-
-    def live_rows(self) -> np.ndarray:
-        return self._rows
 
     def _positions(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.int64)
@@ -681,15 +666,6 @@ class MilvusStore:
         if len(found) != len(sids):
             raise ValueError(f"{len(sids) - len(found)} sentences of live rows are missing")
         return _sentence_rows(found, self.field, self._dims) if found else SentenceRows.empty(self._dims)
-
-    def sample_rows(self) -> np.ndarray:
-        if self._exact:
-            return self._rows
-        if self._sample is None:
-            rng = np.random.default_rng(int.from_bytes(self.version.encode()[-8:].ljust(8, b"\0"), "little"))
-            n = min(RETRIEVAL.sample_rows, len(self._rows))
-            self._sample = np.sort(rng.choice(self._rows, size=n, replace=False))
-        return self._sample
 
     def stated(self, term: str, inside: bool = False) -> bool:
         if not self._exact:  # a large store answers from its term table, and never looks inside tokens

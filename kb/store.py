@@ -19,6 +19,7 @@ both then fuse the same way.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from kb.tuning import INDEX
+from kb.tuning import INDEX, RETRIEVAL
 from kb.types import Chunk, Document
 
 if TYPE_CHECKING:
@@ -160,6 +161,49 @@ class Store(Protocol):
         (``board_asset_tag`` in a path), which an exact store checks and a large one may not."""
 
     def close(self) -> None: ...
+
+
+class StoreBase:
+    """What every store keeps the same way: its manifest, its dimensions, whether it is exact, and its
+    normalisation sample. Subclasses set ``_manifest``, ``_dims``, ``_exact`` and ``_rows`` (live rows)."""
+
+    _manifest: dict
+    _dims: dict[str, int]
+    _exact: bool
+    _rows: np.ndarray
+    _sample: np.ndarray | None = None
+
+    @property
+    def manifest(self) -> dict:
+        return self._manifest
+
+    @property
+    def version(self) -> str:
+        return str(self._manifest["version"])
+
+    @property
+    def exact(self) -> bool:
+        return self._exact
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return dict(self._dims)
+
+    def size(self) -> int:
+        return len(self._rows)
+
+    def live_rows(self) -> np.ndarray:
+        return self._rows
+
+    def sample_rows(self) -> np.ndarray:
+        """Every live row when exact; else ``RETRIEVAL.sample_rows`` of them, drawn once per version."""
+        if self._exact:
+            return self._rows
+        if self._sample is None:
+            seed = int.from_bytes(hashlib.sha256(self.version.encode()).digest()[:8], "little")
+            n = min(RETRIEVAL.sample_rows, len(self._rows))
+            self._sample = np.sort(np.random.default_rng(seed).choice(self._rows, size=n, replace=False))
+        return self._sample
 
 
 class StoreWriter(Protocol):
