@@ -97,15 +97,19 @@ class Segment:
             self.unit_vectors = {
                 m: np.ascontiguousarray(v, dtype=np.float32) for m, v in self.unit_vectors.items()
             }
-        self.ivf = {
-            m: faiss.read_index(str(path / f"dense-{file_slug(m)}.ivf"))
-            for m in self.dims
-            if (path / f"dense-{file_slug(m)}.ivf").exists()
-        }
-        for index in self.ivf.values():
-            faiss.extract_index_ivf(index).nprobe = RETRIEVAL.nprobe
         self._small = small
         self._cache = _Lru(4096)
+
+    @functools.cached_property
+    def ivf(self) -> dict[str, faiss.Index]:
+        """Each model's IVF index (a large segment only), loaded when a question first needs it."""
+        out = {}
+        for m in self.dims:
+            path = self.path / f"dense-{file_slug(m)}.ivf"
+            if path.exists():
+                out[m] = faiss.read_index(str(path))
+                faiss.extract_index_ivf(out[m]).nprobe = RETRIEVAL.nprobe
+        return out
 
     @functools.cached_property
     def lexical(self) -> Bm25Index:
