@@ -9,7 +9,7 @@ Layout, beside ``index_dir``::
 
 An ingest writes its added and changed documents as one new segment and a new version whose catalog points
 at it; the old copies' rows are dead from then on. Publishing swaps the link with an atomic rename, so a
-reader sees the old version or the new one, whole. Below ``INDEX.store.exact_below`` chunks the store keeps
+reader sees the old version or the new one, whole. Below ``INDEX.store.merge_below`` chunks the store keeps
 one segment (an ingest merges, without embedding again), so a small corpus gives exactly the results of a
 fresh build; above it, segments accumulate up to ``INDEX.store.max_segments`` before a merge.
 
@@ -453,7 +453,7 @@ class LocalWriter:
         total = sum(self._segments[s].rows for s in self.segment_ids)
         if len(self.segment_ids) <= 1 and total == live:
             return False
-        if live < INDEX.store.exact_below:
+        if live < INDEX.store.merge_below:
             return True  # a small store stays one segment: the same results as a fresh build
         first = self._segments[self.segment_ids[0]].rows if self.segment_ids else 0
         return len(self.segment_ids) > INDEX.store.max_segments or (total - first) + (total - live) > (

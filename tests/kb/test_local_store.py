@@ -62,7 +62,8 @@ def record(i: int, rng: np.random.Generator, words: int = 6) -> DocumentRecord:
 
 @pytest.fixture
 def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
-    index = dataclasses.replace(INDEX, store=dataclasses.replace(INDEX.store, exact_below=THRESHOLD))
+    store = dataclasses.replace(INDEX.store, exact_below=THRESHOLD, merge_below=THRESHOLD // 2)
+    index = dataclasses.replace(INDEX, store=store)
     monkeypatch.setattr(kb.local_store, "INDEX", index)
     monkeypatch.setattr(kb.segment, "INDEX", index)
 
