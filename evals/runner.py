@@ -222,7 +222,7 @@ def calibrate(kb: KnowledgeBase, results: list[Result], out=sys.stdout) -> list[
     calibration = Calibration(
         fitted.ranker, fitted.confidence, fitted.threshold, provenance([r.item for r in tune], cv_all)
     )
-    models = list(kb.answerer.retriever.embedders)
+    models = kb.answerer.retriever.models
     calibration.save(models)
     print(
         f"wrote {CALIBRATION_FILE} for {calibration_key(models)} (threshold {calibration.threshold})",

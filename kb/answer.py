@@ -67,7 +67,7 @@ class Answerer:
         self.retriever = retriever
         self.answering = answering
         self.max_question_chars = max_question_chars
-        self.calibration = calibration or Calibration.load(list(retriever.embedders))
+        self.calibration = calibration or Calibration.load(retriever.models)
         self.store = retriever.store
         self.featuriser = Featuriser(retriever, answering)
         self.realiser = Realiser(self.store, retriever.embedders, answering)
@@ -102,8 +102,11 @@ class Answerer:
         missing_name = float(any(not self.store.stated(name, inside=True) for name in named_terms(question)))
         answer_lang = lang if lang in LANGS else signals.query_lang
         candidates = self.featuriser.candidates(question, signals, hits)
+        relevance = float(signals.relevance.max()) if signals.relevance is not None else 0.0
         view = SentenceView(self.store, signals.sentences)
-        return Draft(question, answer_lang, hits, candidates, view, unknown, missing_name)
+        return Draft(
+            question, answer_lang, hits, candidates, view, unknown, missing_name, relevance
+        )
 
     def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:
         """Choose sentences, decide to answer or abstain, and build verified citations."""

@@ -42,6 +42,7 @@ class SentenceFeatures:
     official: float  # FAQ or article, not a thread comment
     question_match: float  # the passage's best sentence cosine
     reply: float  # a thread reply: share of the question's terms in the comment it replies to
+    relevance: float  # the relevance model's cosine between the question and the sentence
 
     def vector(self) -> tuple[float, ...]:
         return tuple(
@@ -61,6 +62,7 @@ class AnswerFeatures:
     coverage: float  # share of the question's terms that the chosen sentences (and headings) hold
     asks_unmet: float  # the question asks for a price, a date or a quantity that no chosen sentence holds
     across: float  # the best sentence is in the other language than the question's
+    relevance: float  # the relevance model's best cosine between the question and a sentence retrieval scored
 
     def vector(self) -> tuple[float, ...]:
         return tuple(
@@ -111,6 +113,7 @@ _DEFAULT_RANKER = {
     "official": 0.8,
     "question_match": 2.0,
     "reply": 2.5,
+    "relevance": 0.0,
 }
 _DEFAULT_CONFIDENCE = {
     "ranker": 4.0,
@@ -121,6 +124,7 @@ _DEFAULT_CONFIDENCE = {
     "coverage": 0.0,
     "asks_unmet": 0.0,
     "across": 0.0,
+    "relevance": 0.0,
 }
 
 

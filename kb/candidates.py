@@ -149,6 +149,7 @@ class Draft:
     view: SentenceView
     unknown: float = 0.0  # share of the question's terms that nothing quotable uses
     missing_name: float = 0.0  # 1.0 when the question names something nothing quotable mentions
+    relevance: float = 0.0  # the relevance model's best question-sentence cosine (0 without one)
 
 
 class Featuriser:
@@ -211,6 +212,7 @@ class Featuriser:
                     official=float(hit.chunk.kind in OFFICIAL_KINDS),
                     question_match=question_match,
                     reply=reply,
+                    relevance=float(signals.relevance[i]) if signals.relevance is not None else 0.0,
                 )
                 official = hit.chunk.kind in OFFICIAL_KINDS
                 out.append(Candidate(int(table.sid[i]), hit.row, start, end, official, lang, features))
@@ -262,4 +264,5 @@ class Featuriser:
             coverage=self.coverage(q_terms, said),
             asks_unmet=float(unmet),
             across=float(best.lang != draft.lang),
+            relevance=draft.relevance,
         )

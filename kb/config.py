@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_MODEL = "use+minilm"
+DEFAULT_RELEVANCE = "e5"  # indexed beside the retrieval embedders, read only by the confidence model
 MAX_QUESTION_CHARS = 2000  # the default question length limit (KB_MAX_QUESTION_CHARS)
 WIDGET_TOKEN_TTL = 600  # seconds a widget token lives, and the longest lifetime one may claim
 INGEST_LOCK_TIMEOUT = 600.0  # seconds an ingest waits for another to finish (a full rebuild here takes ~40 s)
@@ -20,6 +21,7 @@ class Settings:
     index_dir: Path = Path(".kbq/index")
     corpus_dir: Path = Path("corpus")
     embed_model: str = DEFAULT_MODEL
+    relevance_model: str = DEFAULT_RELEVANCE  # "none": no relevance model (kb/knowledge.py)
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()  # open the maintainers' insights pages; never the same as api_keys
     cors_origins: tuple[str, ...] = ()
@@ -74,6 +76,7 @@ class Settings:
             index_dir=Path(env.get("KB_INDEX_DIR", ".kbq/index")),
             corpus_dir=Path(env.get("KB_CORPUS_DIR", "corpus")),
             embed_model=env.get("KB_EMBED_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL,
+            relevance_model=env.get("KB_RELEVANCE_MODEL", DEFAULT_RELEVANCE) or DEFAULT_RELEVANCE,
             api_keys=items("KB_API_KEYS"),
             admin_keys=items("KB_ADMIN_KEYS"),
             cors_origins=items("KB_CORS_ORIGINS"),

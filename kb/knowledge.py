@@ -12,7 +12,7 @@ from pathlib import Path
 from kb.answer import Answerer, check_question
 from kb.calibration import Calibration
 from kb.config import Settings
-from kb.embed import Embedder, embedder_names, load_embedder
+from kb.embed import Embedder, embedder_names, load_embedder, relevance_name
 from kb.indexer import SourceRecord, UpdateReport, update_index
 from kb.retrieve import Retriever, Weights
 from kb.store import Store
@@ -31,6 +31,13 @@ def embedders_for(settings: Settings) -> list[Embedder]:
     return [load_embedder(name, settings.model_cache_dir) for name in embedder_names(settings.embed_model)]
 
 
+def indexed_names(settings: Settings) -> list[str]:
+    """The models the index holds vectors of: the retrieval embedders, then the relevance model."""
+    names = embedder_names(settings.embed_model)
+    relevance = relevance_name(settings.relevance_model)
+    return names + [relevance] if relevance and relevance not in names else names
+
+
 def build_index(
     settings: Settings,
     sources: list[SourceRecord],
@@ -44,7 +51,7 @@ def build_index(
     return update_index(
         settings,
         sources,
-        embedders_for(settings),
+        [load_embedder(name, settings.model_cache_dir) for name in indexed_names(settings)],
         parser_version,
         rebuild,
         progress,
@@ -77,13 +84,15 @@ class KnowledgeBase:
 
     def _load(self, previous: _State | None) -> _State:
         names = embedder_names(self.settings.embed_model)
-        store = open_store(self.settings, names, reuse=previous.store if previous else None)
+        store = open_store(self.settings, indexed_names(self.settings), reuse=previous.store if previous else None)
+        relevance = relevance_name(self.settings.relevance_model)
         if previous is not None:
-            embedders = previous.retriever.embedders  # loaded once per process
+            embedders, scorer = previous.retriever.embedders, previous.retriever.relevance  # loaded once
         else:
             cache = self.settings.model_cache_dir
             embedders = {name: load_embedder(name, cache, self._fast_start) for name in names}
-        retriever = Retriever(store, embedders, self._weights)
+            scorer = load_embedder(relevance, cache, self._fast_start) if relevance else None
+        retriever = Retriever(store, embedders, self._weights, relevance=scorer)
         answerer = Answerer(retriever, self._calibration, self.settings.max_question_chars)
         return _State(store, retriever, answerer)
 

@@ -66,6 +66,7 @@ class Signals:
     raw: dict[str, np.ndarray]  # per signal, aligned with rows
     sentences: SentenceRows  # the candidates' sentences
     sentence_sims: dict[str, np.ndarray]  # per embedder, aligned with sentences
+    relevance: np.ndarray | None = None  # the relevance model's cosines, aligned with sentences
 
     def sentence_positions(self, row: int) -> range:
         """Where one candidate row's sentences sit in ``sentences``."""
@@ -88,9 +89,12 @@ class Retriever:
         weights: Weights | None = None,
         fusion: Fusion = FUSION,
         retrieval: Retrieval = RETRIEVAL,
+        relevance: Embedder | None = None,
     ):
         self.store = store
         self.embedders = dict(embedders)
+        # indexed like an embedder but never fused: the confidence model reads its best sentence cosine
+        self.relevance = relevance
         self.fusion = fusion
         self.retrieval = retrieval
         self.weights = weights or default_weights(self.embedders, fusion)
@@ -158,7 +162,21 @@ class Retriever:
             chunk = store.dense_scores(model_id, vector, rows)
             raw[model_id] = with_best_sentence(chunk, columns, sims, self.fusion.chunk_share)
             sentence_sims[model_id] = sims
-        return Signals(detect_lang(query), rows, langs, kinds, populations, raw, sentences, sentence_sims)
+        relevance = self._relevance(query, sentences)
+        return Signals(
+            detect_lang(query), rows, langs, kinds, populations, raw, sentences, sentence_sims, relevance
+        )
+
+    def _relevance(self, query: str, sentences: SentenceRows) -> np.ndarray | None:
+        if self.relevance is None or not len(sentences):
+            return None
+        vector = self.relevance.embed_queries([query])[0]
+        return inner_products(sentences.vectors[self.relevance.model_id], vector)
+
+    @property
+    def models(self) -> list[str]:
+        """What a calibration is fitted for: the retrieval embedders and the relevance model."""
+        return list(self.embedders) + ([self.relevance.model_id] if self.relevance else [])
 
     def fused(self, signals: Signals) -> np.ndarray:
         lang = signals.query_lang
