@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -162,16 +162,16 @@ class Retriever:
             chunk = store.dense_scores(model_id, vector, rows)
             raw[model_id] = with_best_sentence(chunk, columns, sims, self.fusion.chunk_share)
             sentence_sims[model_id] = sims
-        relevance = self._relevance(query, sentences)
-        return Signals(
-            detect_lang(query), rows, langs, kinds, populations, raw, sentences, sentence_sims, relevance
-        )
+        return Signals(detect_lang(query), rows, langs, kinds, populations, raw, sentences, sentence_sims)
 
-    def _relevance(self, query: str, sentences: SentenceRows) -> np.ndarray | None:
+    def with_relevance(self, query: str, signals: Signals) -> Signals:
+        """``signals`` with the relevance model's cosine of every scored sentence: what answering reads to
+        decide whether to abstain (search never pays for it)."""
+        sentences = signals.sentences
         if self.relevance is None or not len(sentences):
-            return None
+            return signals
         vector = self.relevance.embed_queries([query])[0]
-        return inner_products(sentences.vectors[self.relevance.model_id], vector)
+        return replace(signals, relevance=inner_products(sentences.vectors[self.relevance.model_id], vector))
 
     @property
     def models(self) -> list[str]:
