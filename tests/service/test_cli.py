@@ -84,7 +84,7 @@ def test_a_question_over_kb_max_question_chars_is_a_usage_error(private_settings
     extra = {"KB_MAX_QUESTION_CHARS": "20"}
     result = kbq("ask", "which regions had C5 at launch?", settings=private_settings, extra=extra)
     assert result.returncode == 2 and "20" in result.stderr
-    assert kbq("ask", "which regions?", settings=private_settings, extra=extra).returncode == 0
+    assert kbq("ask", "C5 regions?", settings=private_settings, extra=extra).returncode == 0
 
 
 def test_settings_read_every_variable_the_cli_needs():
