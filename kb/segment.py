@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import mmap
 import os
 import shutil
 import threading
@@ -124,7 +125,13 @@ class Segment:
         if rows == 0:
             return np.zeros((0, dim), dtype)
         mapped = np.memmap(self.path / name, dtype=dtype, mode="r", shape=(rows, dim))
-        return np.array(mapped) if in_memory else mapped
+        if in_memory:
+            return np.array(mapped)
+        # questions read a few hundred scattered rows: the kernel's readahead around each would bring in
+        # (and keep resident) ~30 times the bytes asked for (RSS 7.9 GB after 210 questions at 1M chunks)
+        if hasattr(mmap, "MADV_RANDOM"):
+            mapped._mmap.madvise(mmap.MADV_RANDOM)  # type: ignore[attr-defined]
+        return mapped
 
     def close(self) -> None:
         for fd in (self._chunks_fd, self._docs_fd):
