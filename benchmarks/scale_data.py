@@ -8,6 +8,7 @@ noise to them (benchmarks/scale_vectors.py) and states the method with the cosin
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -74,7 +75,8 @@ def prepare(
     texts = [sentences.texts[i] for i in pool]
     vectors = {e.model_id: cache.embed(e, texts, "scale-pool") for e in embedders}
     synth = Synthesizer(sentences, pool, vectors)
-    fitted = CACHE / f"fit-{seed}-{zh_share}-{source_digest(*GENERATOR)}.json"
+    key = hashlib.sha256(json.dumps([seed, zh_share, list(vectors), source_digest(*GENERATOR)]).encode())
+    fitted = CACHE / f"fit-{key.hexdigest()[:16]}.json"  # per seed, mix, models and generator code
     if fitted.exists():
         saved = json.loads(fitted.read_text(encoding="utf-8"))
         method = saved["method"]
