@@ -98,7 +98,7 @@ def _timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
     return (time.perf_counter() - start) * 1000, out
 
 
-def _no_embed_pass(retriever: Retriever, queries: list[Query]) -> tuple[dict, list[list[int]]]:
+def _no_embed_pass(retriever: Retriever, queries: list[Query]) -> tuple[dict, list[list[str]]]:
     signals_ms, fuse_ms, total_ms, found = [], [], [], []
     for q in queries:
         a, sig = _timed(retriever.signals, q.text, vectors=q.vectors)
@@ -106,11 +106,11 @@ def _no_embed_pass(retriever: Retriever, queries: list[Query]) -> tuple[dict, li
         signals_ms.append(a)
         fuse_ms.append(b)
         total_ms.append(a + b)
-        found.append([h.row for h in hits])
+        found.append([h.chunk.chunk_id for h in hits])
     return {"total": total_ms, "signals": signals_ms, "fuse_topk": fuse_ms}, found
 
 
-def search_timings(retriever: Retriever, queries: list[Query]) -> tuple[dict, list[list[int]]]:
+def search_timings(retriever: Retriever, queries: list[Query]) -> tuple[dict, list[list[str]]]:
     """Each question without question embedding the first time it is asked since the store opened (its
     rows may still have to be read from disk) and once more, then with question embedding (its rows read
     already: embedding plus a repeated search)."""
@@ -164,7 +164,7 @@ def exact_signals(retriever: Retriever, query: str, vectors: Mapping[str, np.nda
     block = EXACT_BLOCKS["milvus" if type(store).__name__ == "MilvusStore" else "local"]
     for i in range(0, len(rows), block):
         part = rows[i : i + block]
-        sentences = store.sentences(part)
+        sentences = store.sentences(part, list(retriever.embedders))
         columns = np.searchsorted(part, sentences.row)
         for model_id in retriever.embedders:
             vector = vectors[model_id]
@@ -204,36 +204,57 @@ def reference_check(retriever: Retriever, queries: list[Query]) -> dict:
     return {"queries": len(queries), "identical_top10": same}
 
 
-def recall(retriever: Retriever, queries: list[Query], approx: list[list[int]]) -> dict:
-    """Recall@10 of the default search against exact search, and how much of the exact top 10 the
-    approximate candidate set held (the rest of the loss is ranking: each signal's centre and spread come
-    from the store's sample, not from every row)."""
-    per_query, held, exact_ms = [], [], []
-    for q, found in zip(queries, approx, strict=False):
+def exact_top10(retriever: Retriever, queries: list[Query]) -> tuple[list[list[str]], list[float]]:
+    """Each question's exact top 10 (chunk ids) and the milliseconds each exact search took."""
+    truth, exact_ms = [], []
+    for q in queries:
         ms, hits = _timed(exact_search, retriever, q)
         exact_ms.append(ms)
-        truth = {h.row for h in hits}
-        per_query.append(len(truth & set(found)) / max(len(truth), 1))
-        if not retriever.store.exact:
-            candidates = retriever.candidates(q.text, q.vectors)
-            held.append(len(truth & set(candidates.tolist())) / max(len(truth), 1))
-    values = np.array(per_query)
+        truth.append([h.chunk.chunk_id for h in hits])
+    return truth, exact_ms
+
+
+def recall(retriever: Retriever, queries: list[Query], approx: list[list[str]]) -> dict:
+    """Recall@10 of the default search against exact search over the same store, and how much of the
+    exact top 10 the approximate candidate set held (the rest of the loss is ranking: each signal's centre
+    and spread come from the store's sample, not from every row)."""
+    truth, exact_ms = exact_top10(retriever, queries)
+    held = []
+    if not retriever.store.exact:
+        for q, ids in zip(queries, truth, strict=True):
+            candidates = {
+                retriever.store.chunk(int(r)).chunk_id for r in retriever.candidates(q.text, q.vectors)
+            }
+            held.append(len(set(ids) & candidates) / max(len(ids), 1))
+    out = recall_summary(queries, truth, approx, exact_ms, "exact=True over the same store")
+    out["exact_top10_in_candidates"] = round(float(np.mean(held)), 4) if held else 1.0
+    return out
+
+
+def recall_summary(
+    queries: list[Query],
+    truth: list[list[str]],
+    found: list[list[str]],
+    exact_ms: list[float],
+    reference: str,
+) -> dict:
+    """Recall@10 of ``found`` against ``truth`` (chunk ids per question), overall and by question kind."""
+    n = min(len(truth), len(found))
+    values = np.array(
+        [len(set(t) & set(f)) / max(len(t), 1) for t, f in zip(truth[:n], found[:n], strict=True)]
+    )
 
     def mean_where(keep: list[bool]) -> float:
         return round(float(values[keep].mean()), 4) if any(keep) else float("nan")
 
     return {
-        "n": len(values),
+        "n": n,
+        "reference": reference,
         "mean": round(float(values.mean()), 4),
         "min": round(float(values.min()), 2),
         "perfect_share": round(float((values == 1).mean()), 3),
-        "by_origin": {
-            o: mean_where([q.origin == o for q in queries[: len(values)]]) for o in ("golden", "sentence")
-        },
-        "by_lang": {
-            lang: mean_where([q.lang == lang for q in queries[: len(values)]]) for lang in ("en", "zh")
-        },
-        "exact_top10_in_candidates": round(float(np.mean(held)), 4) if held else 1.0,
+        "by_origin": {o: mean_where([q.origin == o for q in queries[:n]]) for o in ("golden", "sentence")},
+        "by_lang": {lang: mean_where([q.lang == lang for q in queries[:n]]) for lang in ("en", "zh")},
         "exact_ms": percentiles(exact_ms),
     }
 
@@ -283,6 +304,13 @@ def upsert_one(
     return out, reopened
 
 
+def reference_main(config: dict, retriever: Retriever) -> None:
+    """Only the exact top 10 of the recall questions, as JSON: the reference for another store's recall."""
+    queries = load_queries(Path(config["queries"]), list(retriever.embedders))[: config["recall_queries"]]
+    truth, exact_ms = exact_top10(retriever, queries)
+    print(json.dumps({"truth": truth, "exact_ms": exact_ms, "counts": retriever.store.manifest["counts"]}))
+
+
 def main() -> None:
     # the config comes on stdin, not the command line: a broad `pkill -f <store name>` elsewhere must miss us
     config = json.load(sys.stdin)
@@ -307,6 +335,9 @@ def main() -> None:
     out["retrieval"] = asdict(retrieval)
     out["open_s"] = round(open_ms / 1000, 3)
     out["retriever_s"] = round(retriever_ms / 1000, 3)
+    if config.get("task") == "reference":
+        reference_main(config, retriever)
+        return
     out["exact_store"] = bool(store.exact)
     out["counts"] = store.manifest["counts"]
     out["memory"]["opened"] = memory()
@@ -317,9 +348,12 @@ def main() -> None:
     out["load"]["searched"] = os.getloadavg()
     out["profile"] = profile(retriever, queries[: config.get("profile_queries", 40)])
     n = config.get("recall_queries", 100)
-    if store.size() <= REFERENCE_CHECK_BELOW:
-        out["exact_reference_check"] = reference_check(retriever, queries[:10])
-    out["recall_at_10"] = recall(retriever, queries[:n], approx[:n])
+    if config.get("reference", "exact") == "exact":
+        if store.size() <= REFERENCE_CHECK_BELOW:
+            out["exact_reference_check"] = reference_check(retriever, queries[:10])
+        out["recall_at_10"] = recall(retriever, queries[:n], approx[:n])
+    else:  # the caller compares with exact search over another store built from the same records
+        out["approx_top10"] = approx[:n]
     out["memory"]["after_exact"] = memory()
     out["upsert"], store = upsert_one(settings, models, retriever, Path(config["record"]))
     out["memory"]["end"] = memory()

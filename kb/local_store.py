@@ -25,7 +25,7 @@ import secrets
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -280,20 +280,21 @@ class LocalStore(StoreBase):
 
     # ------------------------------------------------------------ sentences
 
-    def sentences(self, rows: np.ndarray) -> SentenceRows:
+    def sentences(self, rows: np.ndarray, models: Collection[str] | None = None) -> SentenceRows:
         rows = np.asarray(rows, np.int64)
         if self._exact and len(rows) == len(self._rows) and np.array_equal(rows, self._rows):
             if self._all_sentences is None:
-                self._all_sentences = self._sentences(rows)
-            return self._all_sentences
-        return self._sentences(rows)
+                self._all_sentences = self._sentences(rows, None)
+            return self._all_sentences.only(models)
+        return self._sentences(rows, models)
 
-    def _sentences(self, rows: np.ndarray) -> SentenceRows:
+    def _sentences(self, rows: np.ndarray, models: Collection[str] | None) -> SentenceRows:
+        models = list(self._dims) if models is None else list(models)
         parts = []
         for i, seg, _, local in self._by_segment(rows):
             units = seg.unit_index(local)
-            every = len(units) == seg.units and not isinstance(
-                next(iter(seg.unit_vectors.values()), None), np.memmap
+            every = len(units) == seg.units and isinstance(
+                next(iter(seg.unit_vectors.values()), None), np.ndarray
             )
             parts.append(
                 (
@@ -301,14 +302,11 @@ class LocalStore(StoreBase):
                     seg.unit_rows(units) + self.bases[i],
                     np.asarray(seg.unit_start[units], np.int32),
                     np.asarray(seg.unit_end[units], np.int32),
-                    {
-                        m: (v if every else np.asarray(v[units], dtype=np.float32))
-                        for m, v in seg.unit_vectors.items()
-                    },
+                    {m: seg.unit_vectors[m] if every else seg.unit_vectors[m][units] for m in models},
                 )
             )
         if not parts:
-            return SentenceRows.empty(self._dims)
+            return SentenceRows.empty({m: self._dims[m] for m in models})
         if len(parts) == 1:
             sid, row, start, end, vectors = parts[0]
             return SentenceRows(sid, row, start, end, vectors)
@@ -317,7 +315,7 @@ class LocalStore(StoreBase):
             np.concatenate([p[1] for p in parts]),
             np.concatenate([p[2] for p in parts]),
             np.concatenate([p[3] for p in parts]),
-            {m: np.vstack([p[4][m] for p in parts]) for m in self._dims},
+            {m: np.vstack([p[4][m] for p in parts]) for m in models},
         )
 
     def stated(self, term: str, inside: bool = False) -> bool:

@@ -35,7 +35,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -642,12 +642,12 @@ class MilvusStore(StoreBase):
 
     # ------------------------------------------------------------ sentences
 
-    def sentences(self, rows: np.ndarray) -> SentenceRows:
+    def sentences(self, rows: np.ndarray, models: Collection[str] | None = None) -> SentenceRows:
         rows = np.asarray(rows, np.int64)
         at = self._positions(rows)
         if not self._exact:
-            return self._fetch_sentences(at)
-        every = self._all_sentences
+            return self._fetch_sentences(at, list(self._dims) if models is None else list(models))
+        every = self._all_sentences.only(models)
         if np.array_equal(rows, self._rows):
             return every
         first = np.searchsorted(every.sid, self._first_sid[at])
@@ -655,17 +655,19 @@ class MilvusStore(StoreBase):
         index = np.concatenate(spans) if spans else np.zeros(0, np.int64)
         return _take(every, index)
 
-    def _fetch_sentences(self, at: np.ndarray) -> SentenceRows:
+    def _fetch_sentences(self, at: np.ndarray, models: list[str]) -> SentenceRows:
         sids = [
             s for f, n in zip(self._first_sid[at], self._n_sents[at], strict=True) for s in range(f, f + n)
         ]
-        columns = ["sid", "row", "start", "end", *self.field.values()]
+        field = {m: self.field[m] for m in models}
+        dims = {m: self._dims[m] for m in models}
+        columns = ["sid", "row", "start", "end", *field.values()]
         found = sorted(
             _where_in(self.client, self.col["sentences"], "sid", sids, columns), key=lambda r: r["sid"]
         )
         if len(found) != len(sids):
             raise ValueError(f"{len(sids) - len(found)} sentences of live rows are missing")
-        return _sentence_rows(found, self.field, self._dims) if found else SentenceRows.empty(self._dims)
+        return _sentence_rows(found, field, dims) if found else SentenceRows.empty(dims)
 
     def stated(self, term: str, inside: bool = False) -> bool:
         if not self._exact:  # a large store answers from its term table, and never looks inside tokens

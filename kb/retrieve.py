@@ -47,7 +47,7 @@ class Sample:
     @classmethod
     def of(cls, store: Store, model_ids: Collection[str]) -> Sample:
         rows = store.sample_rows()
-        sentences = store.sentences(rows)
+        sentences = store.sentences(rows, model_ids)
         vectors = {m: store.chunk_vectors(m, rows) for m in model_ids}
         return cls(rows, store.langs(rows), vectors, sentences, np.searchsorted(rows, sentences.row))
 
@@ -149,7 +149,7 @@ class Retriever:
                 rows, populations = self.candidates(query, vectors), self.populations(query, vectors)
             langs, kinds = store.langs(rows), store.kinds(rows)
         raw = {LEXICAL: store.lexical_scores(query, rows)}
-        sentences = store.sentences(rows)
+        sentences = store.sentences(rows, list(self.embedders))
         columns = np.searchsorted(rows, sentences.row)
         sentence_sims = {}
         for model_id in self.embedders:
@@ -166,12 +166,13 @@ class Retriever:
 
     def with_relevance(self, query: str, signals: Signals) -> Signals:
         """``signals`` with the relevance model's cosine of every scored sentence: what answering reads to
-        decide whether to abstain (search never pays for it)."""
-        sentences = signals.sentences
-        if self.relevance is None or not len(sentences):
+        decide whether to abstain (search never pays for it, nor reads its vectors)."""
+        if self.relevance is None or not len(signals.sentences):
             return signals
+        model_id = self.relevance.model_id
+        vectors = self.store.sentences(signals.rows, [model_id]).vectors[model_id]
         vector = self.relevance.embed_queries([query])[0]
-        return replace(signals, relevance=inner_products(sentences.vectors[self.relevance.model_id], vector))
+        return replace(signals, relevance=inner_products(vectors, vector))
 
     @property
     def models(self) -> list[str]:

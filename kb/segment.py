@@ -7,18 +7,22 @@ questions touch it:
 
 - ``chunks.jsonl`` / ``documents.jsonl`` with byte offsets (``*-offsets.npy``): a chunk or document is one
   ``pread``, never the whole file in memory;
-- ``dense-<model>.f32``: chunk vectors (rows × dim, float32), memory-mapped, for exact cosines of
-  candidate rows; ``dense-<model>.ivf``: an IVF index over them (8-bit codes) when the segment has at least
+- ``dense-<model>.f32``: chunk vectors (rows × dim, float32), for exact cosines of candidate rows;
+  ``dense-<model>.ivf``: an IVF index over them (8-bit codes) when the segment has at least
   ``INDEX.store.exact_below`` rows;
-- ``units-<model>.<dtype>``: answer-unit (sentence) vectors, memory-mapped, read only for candidate rows;
+- ``units-<model>.<dtype>``: answer-unit (sentence) vectors, read only for candidate rows;
 - the BM25 postings (kb/lexical.py) memory-mapped, and ``stated.json``: what quotable chunks say.
+
+A small segment reads its vectors into memory once. A large one reads a question's rows with ``pread``
+(``RowFile``), not through a memory map: mapped pages count in the process's RSS as questions touch them
+(6.5 GB of a million-chunk store's after 210 questions, with ``MADV_RANDOM`` or without), while read pages
+stay in the kernel's page cache, shared and dropped under pressure, at the same cost per question.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import mmap
 import os
 import shutil
 import threading
@@ -95,9 +99,7 @@ class Segment:
             for m, d in self.dims.items()
         }
         if small:
-            self.unit_vectors = {
-                m: np.ascontiguousarray(v, dtype=np.float32) for m, v in self.unit_vectors.items()
-            }
+            self.unit_vectors = {m: float32(v) for m, v in self.unit_vectors.items()}
         self._small = small
         self._cache = _Lru(4096)
 
@@ -121,17 +123,12 @@ class Segment:
     def stated(self) -> frozenset[str]:
         return frozenset(json.loads((self.path / "stated.json").read_text(encoding="utf-8")))
 
-    def _matrix(self, name: str, dtype: Any, rows: int, dim: int, in_memory: bool) -> np.ndarray:
+    def _matrix(self, name: str, dtype: Any, rows: int, dim: int, in_memory: bool) -> np.ndarray | RowFile:
         if rows == 0:
             return np.zeros((0, dim), dtype)
-        mapped = np.memmap(self.path / name, dtype=dtype, mode="r", shape=(rows, dim))
         if in_memory:
-            return np.array(mapped)
-        # questions read a few hundred scattered rows: no readahead around each. (Resident pages of the
-        # file still count in RSS: 6.5 GB after 210 questions at 1M chunks with or without this.)
-        if hasattr(mmap, "MADV_RANDOM"):
-            mapped._mmap.madvise(mmap.MADV_RANDOM)  # type: ignore[attr-defined]
-        return mapped
+            return np.fromfile(self.path / name, dtype=dtype).reshape(rows, dim)
+        return RowFile(self.path / name, dtype, rows, dim)
 
     def close(self) -> None:
         for fd in (self._chunks_fd, self._docs_fd):
@@ -140,6 +137,9 @@ class Segment:
             except OSError:
                 pass
         self._chunks_fd = self._docs_fd = -1
+        for matrix in (*self.dense.values(), *self.unit_vectors.values()):
+            if isinstance(matrix, RowFile):
+                matrix.close()
 
     def __del__(self) -> None:
         if getattr(self, "_docs_fd", -1) >= 0:
@@ -188,9 +188,9 @@ class Segment:
 
     def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         matrix = self.dense[model_id]
-        if len(rows) == self.rows and not isinstance(matrix, np.memmap):
+        if len(rows) == self.rows and isinstance(matrix, np.ndarray):
             return inner_products(matrix, vector)[rows]
-        return inner_products(np.asarray(matrix[rows], dtype=np.float32), vector)
+        return inner_products(matrix[rows], vector)
 
     # ------------------------------------------------------------ units
 
@@ -204,6 +204,56 @@ class Segment:
 
     def unit_rows(self, units: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.unit_first, units, side="right") - 1
+
+
+class RowFile:
+    """A (rows × dim) matrix in a file, read a few rows at a time as float32: each run of consecutive rows
+    asked for is one ``preadv`` (a chunk's sentences are one run)."""
+
+    def __init__(self, path: Path, dtype: Any, rows: int, dim: int) -> None:
+        self.dtype = np.dtype(dtype)
+        self.shape = (rows, dim)
+        self.row_bytes = self.dtype.itemsize * dim
+        size = os.path.getsize(path)
+        if size != rows * self.row_bytes:
+            raise ValueError(f"{path.name} holds {size} bytes, not {rows} rows of {self.row_bytes}")
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        out = np.empty((len(rows), self.shape[1]), self.dtype)
+        if not len(rows):
+            return out.astype(np.float32)
+        if rows.min() < 0 or rows.max() >= self.shape[0]:
+            raise IndexError(f"row out of range 0..{self.shape[0] - 1}")
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        starts = np.concatenate(([0], breaks)).tolist()
+        ends = np.concatenate((breaks, [len(rows)])).tolist()
+        buffer, size = memoryview(out).cast("B"), self.row_bytes
+        for start, end, row in zip(starts, ends, rows[starts].tolist(), strict=True):
+            want = (end - start) * size
+            if os.preadv(self._fd, [buffer[start * size : end * size]], row * size) != want:
+                raise OSError(f"short read of {want} bytes at row {row}")
+        return float32(out)
+
+    def close(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def float32(vectors: np.ndarray) -> np.ndarray:
+    """Vectors as float32; float16 through FAISS's decoder (3x numpy's astype, to the same bits)."""
+    if vectors.dtype == np.float16 and len(vectors):
+        codes = np.ascontiguousarray(vectors).view(np.uint8).reshape(len(vectors), -1)
+        return faiss.ScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16).decode(codes)
+    return np.asarray(vectors, dtype=np.float32)
 
 
 def _top(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -66,6 +66,12 @@ class SentenceRows:
 
     def __len__(self) -> int:
         return len(self.sid)
+
+    def only(self, models: Collection[str] | None) -> SentenceRows:
+        """The same sentences with the vectors of ``models`` only (all when None)."""
+        if models is None:
+            return self
+        return replace(self, vectors={m: self.vectors[m] for m in models})
 
     @classmethod
     def empty(cls, dims: Mapping[str, int]) -> SentenceRows:
@@ -145,8 +151,9 @@ class Store(Protocol):
     def lexical_scores(self, query: str, rows: np.ndarray) -> np.ndarray:
         """BM25 of ``query`` against each row (kb.lexical), 0 where it shares no term."""
 
-    def sentences(self, rows: np.ndarray) -> SentenceRows:
-        """The answer units of ``rows`` (ascending), with their vectors."""
+    def sentences(self, rows: np.ndarray, models: Collection[str] | None = None) -> SentenceRows:
+        """The answer units of ``rows`` (ascending), with the vectors of ``models`` (every indexed model
+        when None): search reads its embedders' and only answering the relevance model's."""
 
     def sample_rows(self) -> np.ndarray:
         """A fixed sample of live rows, ascending, whose scores stand for the whole corpus when

@@ -149,3 +149,34 @@ def test_an_unpublished_writer_changes_nothing_and_leaves_no_segment(tmp_path):
     assert not [
         p for p in kb.local_store.segments_dir(settings.index_dir).iterdir() if p.name.startswith(".")
     ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_a_row_file_reads_any_rows_as_float32_like_the_array_it_holds(tmp_path, dtype):
+    matrix = np.random.default_rng(3).standard_normal((50, 7)).astype(dtype)
+    path = tmp_path / "m.bin"
+    matrix.tofile(path)
+    rows = kb.segment.RowFile(path, dtype, 50, 7)
+    for wanted in ([3, 4, 5, 9, 10, 0, 49], [7], [], list(range(50)), [5, 5, 2]):
+        got = rows[np.array(wanted, np.int64)]
+        assert got.dtype == np.float32 and got.shape == (len(wanted), 7)
+        assert np.array_equal(got, matrix[wanted].astype(np.float32))
+    with pytest.raises(IndexError):
+        rows[np.array([50])]
+    rows.close()
+    with pytest.raises(ValueError, match="not 51 rows"):
+        kb.segment.RowFile(path, dtype, 51, 7)
+
+
+def test_a_large_store_keeps_its_vectors_out_of_the_process(tmp_path, small_threshold):
+    """Above the threshold the vectors are read per question, not mapped (mapped pages count in RSS)."""
+    rng = np.random.default_rng(5)
+    build(tmp_path / "index", [record(i, rng) for i in range(260)])
+    store = LocalStore.open(tmp_path / "index")
+    assert not store.exact
+    Retriever(store, {Encoder.model_id: Encoder()}).search("alpha bravo", k=5)
+    maps = Path("/proc/self/maps").read_text()
+    index = str(tmp_path.resolve())
+    mapped = {Path(line.split()[-1]).name for line in maps.splitlines() if index in line}
+    assert "lexical-data.npy" in mapped  # the postings are mapped: this sees the store's mappings
+    assert not [name for name in mapped if name.startswith(("dense-", "units-"))], mapped
