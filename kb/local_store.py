@@ -225,7 +225,7 @@ class LocalStore(StoreBase):
     def chunk_vectors(self, model_id: str, rows: np.ndarray) -> np.ndarray:
         out = np.zeros((len(rows), self._dims[model_id]), np.float32)
         for _, seg, at, local in self._by_segment(np.asarray(rows, np.int64)):
-            out[at] = seg.dense[model_id][local]
+            out[at] = seg.chunk_vectors(model_id, local)
         return out
 
     def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -293,16 +293,13 @@ class LocalStore(StoreBase):
         parts = []
         for i, seg, _, local in self._by_segment(rows):
             units = seg.unit_index(local)
-            every = len(units) == seg.units and isinstance(
-                next(iter(seg.unit_vectors.values()), None), np.ndarray
-            )
             parts.append(
                 (
                     units + self.unit_bases[i],
                     seg.unit_rows(units) + self.bases[i],
                     np.asarray(seg.unit_start[units], np.int32),
                     np.asarray(seg.unit_end[units], np.int32),
-                    {m: seg.unit_vectors[m] if every else seg.unit_vectors[m][units] for m in models},
+                    {m: seg.sentence_vectors(m, units) for m in models},
                 )
             )
         if not parts:
@@ -495,8 +492,8 @@ class LocalWriter:
                 (int(r), int(a), int(b))
                 for r, a, b in zip(unit_rows, seg.unit_start[units], seg.unit_end[units], strict=True)
             ],
-            vectors={m: np.asarray(v[local]) for m, v in seg.dense.items()},
-            unit_vectors={m: np.asarray(v[units]) for m, v in seg.unit_vectors.items()},
+            vectors={m: seg.chunk_vectors(m, local) for m in seg.dims},
+            unit_vectors={m: seg.sentence_vectors(m, units) for m in seg.dims},
         )
 
     def _write_version(self) -> str:

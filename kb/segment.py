@@ -98,8 +98,6 @@ class Segment:
             m: self._matrix(f"units-{file_slug(m)}.{dtype.name}", dtype, self.units, d, small)
             for m, d in self.dims.items()
         }
-        if small:
-            self.unit_vectors = {m: float32(v) for m, v in self.unit_vectors.items()}
         self._small = small
         self._cache = _Lru(4096)
 
@@ -124,10 +122,11 @@ class Segment:
         return frozenset(json.loads((self.path / "stated.json").read_text(encoding="utf-8")))
 
     def _matrix(self, name: str, dtype: Any, rows: int, dim: int, in_memory: bool) -> np.ndarray | RowFile:
+        """float32 in memory (a small store's), or rows read as questions ask for them."""
         if rows == 0:
-            return np.zeros((0, dim), dtype)
+            return np.zeros((0, dim), np.float32)
         if in_memory:
-            return np.fromfile(self.path / name, dtype=dtype).reshape(rows, dim)
+            return float32(np.fromfile(self.path / name, dtype=dtype).reshape(rows, dim))
         return RowFile(self.path / name, dtype, rows, dim)
 
     def close(self) -> None:
@@ -173,12 +172,10 @@ class Segment:
         self, model_id: str, vector: np.ndarray, k: int, live: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """(local rows, exact cosines) of about the k best live rows."""
-        matrix = self.dense[model_id]
         ivf = self.ivf.get(model_id)
         if ivf is None:
-            scores = inner_products(matrix, vector)
             rows = np.flatnonzero(live)
-            return _top(rows, scores[rows], k)
+            return _top(rows, self.dense_scores(model_id, vector, rows), k)
         dead = self.rows - int(live.sum())
         want = min(self.rows, k + min(dead, k))
         _, ids = ivf.search(np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1), want)
@@ -187,10 +184,13 @@ class Segment:
         return _top(rows, self.dense_scores(model_id, vector, rows), k)
 
     def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        matrix = self.dense[model_id]
-        if len(rows) == self.rows and isinstance(matrix, np.ndarray):
-            return inner_products(matrix, vector)[rows]
-        return inner_products(matrix[rows], vector)
+        return inner_products(self.chunk_vectors(model_id, rows), vector)
+
+    def chunk_vectors(self, model_id: str, rows: np.ndarray) -> np.ndarray:
+        return _take(self.dense[model_id], rows)
+
+    def sentence_vectors(self, model_id: str, units: np.ndarray) -> np.ndarray:
+        return _take(self.unit_vectors[model_id], units)
 
     # ------------------------------------------------------------ units
 
@@ -232,7 +232,7 @@ class RowFile:
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         starts = np.concatenate(([0], breaks)).tolist()
         ends = np.concatenate((breaks, [len(rows)])).tolist()
-        buffer, size = memoryview(out).cast("B"), self.row_bytes
+        buffer, size = memoryview(out).cast("B"), self.row_bytes  # type: ignore[arg-type]
         for start, end, row in zip(starts, ends, rows[starts].tolist(), strict=True):
             want = (end - start) * size
             if os.preadv(self._fd, [buffer[start * size : end * size]], row * size) != want:
@@ -246,6 +246,17 @@ class RowFile:
 
     def __del__(self) -> None:
         self.close()
+
+
+def _take(matrix: np.ndarray | RowFile, rows: np.ndarray) -> np.ndarray:
+    """``matrix[rows]`` as float32; a matrix in memory whole when every row is asked for in order."""
+    if (
+        isinstance(matrix, np.ndarray)
+        and len(rows) == len(matrix)
+        and np.array_equal(rows, np.arange(len(rows)))
+    ):
+        return matrix
+    return matrix[rows]
 
 
 def float32(vectors: np.ndarray) -> np.ndarray:

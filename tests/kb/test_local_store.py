@@ -110,6 +110,8 @@ def test_an_upsert_adds_a_segment_and_bm25_stays_exact_over_the_live_rows(tmp_pa
         assert reference.term_weight(term) == pytest.approx(store.term_weight(term), rel=1e-6)
     rows = store.document_rows("article/doc00005")
     assert len(rows) == 1 and store.chunk(int(rows[0])).text == changed.chunks[0].text
+    dense = store.dense_search(Encoder.model_id, bag(changed.chunks[0].text), 5)  # the new segment has no IVF
+    assert int(rows[0]) in dense.rows.tolist() and dense.scores.max() == pytest.approx(1.0, abs=1e-5)
     found = store.lexical_search(changed.chunks[0].text, 400)
     assert int(rows[0]) in found.rows.tolist() and len(set(found.rows.tolist())) == len(found.rows)
     old_rows = set(range(400)) - set(store.live_rows().tolist())
