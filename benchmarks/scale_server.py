@@ -13,6 +13,7 @@ Prints one JSON object.
 from __future__ import annotations
 
 import cProfile
+import hashlib
 import io
 import json
 import os
@@ -304,11 +305,44 @@ def upsert_one(
     return out, reopened
 
 
+def fingerprint(store: Store, models: list[str], docs: int = 3) -> dict:
+    """What two stores built from the same records share: every document's digest, and the chunk vectors
+    of a few documents (by chunk id), so a reference built from other records cannot pass for this one's."""
+    digests = sorted(store.digests().items())
+    vectors: dict[str, list[float]] = {}
+    for doc_id, _ in digests[:: max(1, len(digests) // docs)][:docs]:
+        rows = store.document_rows(doc_id)
+        ids = [store.chunk(int(r)).chunk_id for r in rows]
+        for m in models:
+            vectors |= {
+                f"{m}|{c}": v.tolist() for c, v in zip(ids, store.chunk_vectors(m, rows), strict=True)
+            }
+    sha = hashlib.sha256(json.dumps(digests).encode()).hexdigest()
+    return {"digests_sha": sha, "vectors": vectors}
+
+
+def same_records(a: dict, b: dict) -> bool:
+    """Whether two fingerprints are of stores built from the same records (vectors equal to float32 noise)."""
+    return (
+        a["digests_sha"] == b["digests_sha"]
+        and a["vectors"].keys() == b["vectors"].keys()
+        and all(np.allclose(a["vectors"][k], b["vectors"][k], atol=1e-5) for k in a["vectors"])
+    )
+
+
 def reference_main(config: dict, retriever: Retriever) -> None:
     """Only the exact top 10 of the recall questions, as JSON: the reference for another store's recall."""
     queries = load_queries(Path(config["queries"]), list(retriever.embedders))[: config["recall_queries"]]
     truth, exact_ms = exact_top10(retriever, queries)
-    print(json.dumps({"truth": truth, "exact_ms": exact_ms, "counts": retriever.store.manifest["counts"]}))
+    print(
+        json.dumps(
+            {
+                "truth": truth,
+                "exact_ms": exact_ms,
+                "fingerprint": fingerprint(retriever.store, list(retriever.embedders)),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -354,6 +388,7 @@ def main() -> None:
         out["recall_at_10"] = recall(retriever, queries[:n], approx[:n])
     else:  # the caller compares with exact search over another store built from the same records
         out["approx_top10"] = approx[:n]
+        out["fingerprint"] = fingerprint(store, list(embedders))
     out["memory"]["after_exact"] = memory()
     out["upsert"], store = upsert_one(settings, models, retriever, Path(config["record"]))
     out["memory"]["end"] = memory()

@@ -91,7 +91,8 @@ class Answerer:
         """Retrieve and featurise candidate sentences, before any model decides. ``lang`` is the
         answer's language, by default the question's."""
         question = check_question(question, self.max_question_chars)
-        signals = self.retriever.with_relevance(question, self.retriever.signals(question))
+        relevance_vector = self.retriever.relevance_vector(question)  # beside retrieval, on another thread
+        signals = self.retriever.with_relevance(question, self.retriever.signals(question), relevance_vector)
         hits = self.retriever.search(
             question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals
         )

@@ -1,4 +1,4 @@
-"""The local store: segments on disk under a version link, read through memory maps.
+"""The local store: segments on disk under a version link, read as questions touch them (kb/segment.py).
 
 Layout, beside ``index_dir``::
 
@@ -122,10 +122,8 @@ class LocalStore(StoreBase):
             manifest = read_manifest(path)
             check_models(manifest, index_dir, model_ids)
             shared = {s.id: s for s in reuse.segments} if reuse is not None else {}
-            small = manifest["counts"]["chunks"] < INDEX.store.exact_below
             segments = [
-                shared.get(sid) or Segment(segments_dir(index_dir) / sid, exact_in_memory=small)
-                for sid in manifest["segments"]
+                shared.get(sid) or Segment(segments_dir(index_dir) / sid) for sid in manifest["segments"]
             ]
             dead_df = json.loads((path / "dead-df.json").read_text(encoding="utf-8"))
             store = cls(path, manifest, segments, dead_df)
@@ -431,8 +429,7 @@ class LocalWriter:
             final = segments_dir(self.index_dir) / self.builder.id
             self.builder.path.rename(final)
             self.segment_ids.append(self.builder.id)
-            small = sum(e["chunks"] for e in self.catalog.values()) < INDEX.store.exact_below
-            self._segments[self.builder.id] = Segment(final, exact_in_memory=small)
+            self._segments[self.builder.id] = Segment(final)
             if self.avgdl is None:
                 self.avgdl = self._segments[self.builder.id].avgdl
             self.builder = None
@@ -470,8 +467,7 @@ class LocalWriter:
         builder.finish()
         final = segments_dir(self.index_dir) / sid
         path.rename(final)
-        small = builder.rows < INDEX.store.exact_below
-        self._segments[sid] = Segment(final, exact_in_memory=small)
+        self._segments[sid] = Segment(final)
         self.segment_ids = [sid]
         self.avgdl = self._segments[sid].avgdl
         self.dead_df = Counter()

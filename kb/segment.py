@@ -13,7 +13,8 @@ questions touch it:
 - ``units-<model>.<dtype>``: answer-unit (sentence) vectors, read only for candidate rows;
 - the BM25 postings (kb/lexical.py) memory-mapped, and ``stated.json``: what quotable chunks say.
 
-A small segment reads its vectors into memory once. A large one reads a question's rows with ``pread``
+A segment under ``INDEX.store.exact_below`` rows reads its vectors into memory once (an upsert's segment in
+a large store is scanned whole by every question). A large one reads a question's rows with ``pread``
 (``RowFile``), not through a memory map: mapped pages count in the process's RSS as questions touch them
 (6.5 GB of a million-chunk store's after 210 questions, with ``MADV_RANDOM`` or without), while read pages
 stay in the kernel's page cache, shared and dropped under pressure, at the same cost per question.
@@ -70,7 +71,7 @@ class _Lru:
 class Segment:
     """A written segment, opened for reading."""
 
-    def __init__(self, path: Path, exact_in_memory: bool) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
         self.id: str = self.meta["id"]
@@ -88,7 +89,7 @@ class Segment:
         self._doc_at = np.load(path / "document-offsets.npy")
         self._chunks_fd = os.open(path / "chunks.jsonl", os.O_RDONLY)
         self._docs_fd = os.open(path / "documents.jsonl", os.O_RDONLY)
-        small = exact_in_memory  # a small segment's vectors live in memory, read once
+        small = self.rows < INDEX.store.exact_below  # its vectors live in memory, read once
         self.dense = {
             m: self._matrix(f"dense-{file_slug(m)}.f32", np.float32, self.rows, d, small)
             for m, d in self.dims.items()
@@ -122,7 +123,7 @@ class Segment:
         return frozenset(json.loads((self.path / "stated.json").read_text(encoding="utf-8")))
 
     def _matrix(self, name: str, dtype: Any, rows: int, dim: int, in_memory: bool) -> np.ndarray | RowFile:
-        """float32 in memory (a small store's), or rows read as questions ask for them."""
+        """float32 in memory (a small segment's), or rows read as questions ask for them."""
         if rows == 0:
             return np.zeros((0, dim), np.float32)
         if in_memory:
@@ -136,7 +137,8 @@ class Segment:
             except OSError:
                 pass
         self._chunks_fd = self._docs_fd = -1
-        for matrix in (*self.dense.values(), *self.unit_vectors.values()):
+        # getattr: __del__ runs this after an __init__ that failed part-way
+        for matrix in (*getattr(self, "dense", {}).values(), *getattr(self, "unit_vectors", {}).values()):
             if isinstance(matrix, RowFile):
                 matrix.close()
 
@@ -223,7 +225,11 @@ class RowFile:
         return self.shape[0]
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, np.int64).reshape(-1)
+        """The rows at integer positions ``rows`` (any order, repeats allowed), as float32."""
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+            raise TypeError("a RowFile is indexed by a 1-d array of row numbers")
+        rows = rows.astype(np.int64, copy=False)
         out = np.empty((len(rows), self.shape[1]), self.dtype)
         if not len(rows):
             return out.astype(np.float32)
@@ -234,10 +240,16 @@ class RowFile:
         ends = np.concatenate((breaks, [len(rows)])).tolist()
         buffer, size = memoryview(out).cast("B"), self.row_bytes  # type: ignore[arg-type]
         for start, end, row in zip(starts, ends, rows[starts].tolist(), strict=True):
-            want = (end - start) * size
-            if os.preadv(self._fd, [buffer[start * size : end * size]], row * size) != want:
-                raise OSError(f"short read of {want} bytes at row {row}")
+            self._read(buffer[start * size : end * size], row * size)
         return float32(out)
+
+    def _read(self, into: memoryview, offset: int) -> None:
+        """Fill ``into`` from ``offset``: a read returns at most ~2 GiB, or less near the end of a file."""
+        while len(into):
+            got = os.preadv(self._fd, [into], offset)
+            if got <= 0:
+                raise OSError(f"{len(into)} bytes missing at offset {offset}")
+            into, offset = into[got:], offset + got
 
     def close(self) -> None:
         if getattr(self, "_fd", -1) >= 0:
