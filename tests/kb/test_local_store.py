@@ -4,6 +4,7 @@ across segments. (What every store must do is in test_store_contract.py.)"""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,20 @@ def test_a_large_store_keeps_its_vectors_out_of_the_process(tmp_path, small_thre
     mapped = {Path(line.split()[-1]).name for line in maps.splitlines() if index in line}
     assert "lexical-data.npy" in mapped  # the postings are mapped: this sees the store's mappings
     assert not [name for name in mapped if name.startswith(("dense-", "units-"))], mapped
+
+
+def test_a_row_file_finishes_reads_the_kernel_cut_short(tmp_path, monkeypatch):
+    """A read returns at most ~2 GiB (less near a file's end or on a signal): the rest is read again."""
+    matrix = np.arange(40 * 6, dtype=np.float32).reshape(40, 6)
+    matrix.tofile(tmp_path / "m.f32")
+    rows = kb.segment.RowFile(tmp_path / "m.f32", np.float32, 40, 6)
+    real = os.preadv
+
+    def short(fd: int, buffers: list, offset: int) -> int:  # at most 10 bytes a call
+        return real(fd, [memoryview(buffers[0])[:10]], offset)
+
+    monkeypatch.setattr(kb.segment.os, "preadv", short)
+    assert np.array_equal(rows[np.arange(3, 30)], matrix[3:30])
+    (tmp_path / "m.f32").write_bytes(b"")  # the file lost its rows: an error, not zeros
+    with pytest.raises(OSError, match="missing"):
+        rows[np.array([1])]
