@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -32,6 +31,7 @@ import numpy as np
 
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
+from kb.local_store import copy_published
 
 QUESTIONS = [
     "Which regions had C5 at launch?",
@@ -56,7 +56,7 @@ def prepare_index(workdir: Path) -> Settings:
     target = workdir / "index"
     source = os.environ.get("KB_INDEX_DIR")
     if source and (Path(source) / "manifest.json").exists():
-        shutil.copytree(Path(source).resolve(), target)
+        copy_published(Path(source), target)
         return Settings(index_dir=target, corpus_dir=env.corpus_dir, embed_model=env.embed_model)
     from service.indexing import ingest
 

@@ -63,6 +63,16 @@ def segments_dir(index_dir: Path) -> Path:
     return index_dir.parent / f"{index_dir.name}.segments"
 
 
+def copy_published(index_dir: Path, to: Path) -> None:
+    """A copy of the published version and its segments at ``to`` (a name not in use): a private index to
+    serve or break without touching the original (tests, benchmarks). Copying the link's folder alone
+    would leave out the segments it lists."""
+    src = Path(index_dir).resolve()
+    shutil.copytree(src, versions_dir(to) / src.name)
+    shutil.copytree(segments_dir(index_dir), segments_dir(to))
+    to.symlink_to(Path(versions_dir(to).name) / src.name)
+
+
 def published_version(index_dir: Path) -> str | None:
     """The version id the index link points at, cheaply, without loading anything."""
     try:

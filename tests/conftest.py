@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kb.config import Settings
+from kb.local_store import copy_published
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "corpus"
@@ -44,15 +45,5 @@ def private_settings(indexed_settings: Settings, tmp_path: Path) -> Settings:
     shutil.copytree(CORPUS, corpus)
     index_dir = tmp_path / "kbq" / "index"
     index_dir.parent.mkdir()
-    copy_index(indexed_settings.index_dir, index_dir)
+    copy_published(indexed_settings.index_dir, index_dir)
     return Settings(index_dir=index_dir, corpus_dir=corpus)
-
-
-def copy_index(index_dir: Path, to: Path) -> None:
-    """A copy of the local store's published version (and its segments) at ``to``, a fresh name."""
-    from kb.local_store import segments_dir, versions_dir
-
-    src = index_dir.resolve()
-    shutil.copytree(src, versions_dir(to) / src.name)
-    shutil.copytree(segments_dir(index_dir), segments_dir(to))
-    to.symlink_to(Path(versions_dir(to).name) / src.name)

@@ -25,7 +25,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from kb.config import Settings
-from tests.conftest import ROOT, copy_index
+from kb.local_store import copy_published
+from tests.conftest import ROOT
 from tests.service.support import serve
 
 pytestmark = pytest.mark.e2e
@@ -109,7 +110,7 @@ def mixed(
 ) -> Iterator[tuple[str, Settings]]:
     """A served copy of the session index whose answer log holds the scripted mix."""
     root = tmp_path_factory.mktemp("insights")
-    copy_index(indexed_settings.index_dir, root / "index")
+    copy_published(indexed_settings.index_dir, root / "index")
     settings = replace(
         indexed_settings,
         index_dir=root / "index",
