@@ -1,6 +1,6 @@
 """One immutable segment of the local store: a folder of chunks, documents, vectors and lexical postings.
 
-A segment is written once (``SegmentBuilder``, streaming: documents arrive in batches and go to disk as
+A segment is written once (kb/segment_builder.py, streaming: documents arrive in batches and go to disk as
 they come) and never changed; an upsert writes a new small segment and the version's catalog says which
 segment holds each document's live copy (kb/local_store.py). Everything large is read from disk as
 questions touch it:
@@ -15,9 +15,7 @@ questions touch it:
 
 A segment under ``INDEX.store.exact_below`` rows reads its vectors into memory once (an upsert's segment in
 a large store is scanned whole by every question). A large one reads a question's rows with ``pread``
-(``RowFile``), not through a memory map: mapped pages count in the process's RSS as questions touch them
-(6.5 GB of a million-chunk store's after 210 questions, with ``MADV_RANDOM`` or without), while read pages
-stay in the kernel's page cache, shared and dropped under pressure, at the same cost per question.
+(kb/row_file.py), not through a memory map.
 """
 
 from __future__ import annotations
@@ -25,11 +23,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import threading
-from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +32,13 @@ import faiss
 import numpy as np
 
 from kb.dense import inner_products
-from kb.lexical import Bm25Index, term_counts
-from kb.store import DocumentRecord, file_slug, indexed_text
-from kb.text import tokenize
-from kb.tuning import INDEX, RETRIEVAL, StoreSettings
-from kb.types import KINDS, Chunk, Document, quotable
+from kb.lexical import Bm25Index
+from kb.row_file import RowFile, float32
+from kb.store import file_slug
+from kb.tuning import INDEX, RETRIEVAL
+from kb.types import Chunk, Document
 
 LANG_CODES = ("en", "zh")
-IVF_TRAIN_PER_LIST = 40  # k-means points per IVF list, within FAISS's advice (39-256)
 
 
 class _Lru:
@@ -208,61 +202,6 @@ class Segment:
         return np.searchsorted(self.unit_first, units, side="right") - 1
 
 
-class RowFile:
-    """A (rows × dim) matrix in a file, read a few rows at a time as float32: each run of consecutive rows
-    asked for is one ``preadv`` (a chunk's sentences are one run)."""
-
-    def __init__(self, path: Path, dtype: Any, rows: int, dim: int) -> None:
-        self.dtype = np.dtype(dtype)
-        self.shape = (rows, dim)
-        self.row_bytes = self.dtype.itemsize * dim
-        size = os.path.getsize(path)
-        if size != rows * self.row_bytes:
-            raise ValueError(f"{path.name} holds {size} bytes, not {rows} rows of {self.row_bytes}")
-        self._fd = os.open(path, os.O_RDONLY)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        """The rows at integer positions ``rows`` (any order, repeats allowed), as float32."""
-        rows = np.asarray(rows)
-        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
-            raise TypeError("a RowFile is indexed by a 1-d array of row numbers")
-        rows = rows.astype(np.int64, copy=False)
-        out = np.empty((len(rows), self.shape[1]), self.dtype)
-        if not len(rows):
-            return out.astype(np.float32)
-        if rows.min() < 0 or rows.max() >= self.shape[0]:
-            raise IndexError(f"row out of range 0..{self.shape[0] - 1}")
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        starts = np.concatenate(([0], breaks)).tolist()
-        ends = np.concatenate((breaks, [len(rows)])).tolist()
-        buffer, size = memoryview(out).cast("B"), self.row_bytes  # type: ignore[arg-type]
-        fd = self._fd
-        for start, end, row in zip(starts, ends, rows[starts].tolist(), strict=True):
-            into = buffer[start * size : end * size]
-            if os.preadv(fd, [into], row * size) != len(into):  # a question reads ~2,000 runs: no call more
-                self._read(into, row * size)
-        return float32(out)
-
-    def _read(self, into: memoryview, offset: int) -> None:
-        """Fill ``into`` from ``offset``: a read returns at most ~2 GiB, or less near the end of a file."""
-        while len(into):
-            got = os.preadv(self._fd, [into], offset)
-            if got <= 0:
-                raise OSError(f"{len(into)} bytes missing at offset {offset}")
-            into, offset = into[got:], offset + got
-
-    def close(self) -> None:
-        if getattr(self, "_fd", -1) >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self) -> None:
-        self.close()
-
-
 def _take(matrix: np.ndarray | RowFile, rows: np.ndarray) -> np.ndarray:
     """``matrix[rows]`` as float32; a matrix in memory whole when every row is asked for in order."""
     if (
@@ -274,184 +213,9 @@ def _take(matrix: np.ndarray | RowFile, rows: np.ndarray) -> np.ndarray:
     return matrix[rows]
 
 
-def float32(vectors: np.ndarray) -> np.ndarray:
-    """Vectors as float32; float16 through FAISS's decoder (3x numpy's astype, to the same bits)."""
-    if vectors.dtype == np.float16 and len(vectors):
-        codes = np.ascontiguousarray(vectors).view(np.uint8).reshape(len(vectors), -1)
-        return faiss.ScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16).decode(codes)
-    return np.asarray(vectors, dtype=np.float32)
-
-
 def _top(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if len(rows) > k:
         keep = np.argpartition(-scores, k - 1)[:k]
         rows, scores = rows[keep], scores[keep]
     order = np.argsort(rows)
     return rows[order], scores[order].astype(np.float32)
-
-
-class SegmentBuilder:
-    """Writes one segment from documents that arrive in batches; ``finish`` adds the postings and, for a
-    large segment, the IVF indexes. Memory grows only with the postings' (row, term, count) triples."""
-
-    def __init__(
-        self,
-        path: Path,
-        segment_id: str,
-        dims: Mapping[str, int],
-        avgdl: float | None = None,
-        settings: StoreSettings | None = None,
-    ) -> None:
-        self.path = path
-        self.id = segment_id
-        self.dims = dict(dims)
-        self.avgdl = avgdl  # None: this segment's own mean chunk length (a full build)
-        self.settings = settings or INDEX.store
-        self.unit_dtype = np.dtype(self.settings.sentence_dtype)
-        path.mkdir(parents=True)
-        self._chunks = (path / "chunks.jsonl").open("wb")
-        self._docs = (path / "documents.jsonl").open("wb")
-        self._dense = {m: (path / f"dense-{file_slug(m)}.f32").open("wb") for m in self.dims}
-        self._units = {
-            m: (path / f"units-{file_slug(m)}.{self.unit_dtype.name}").open("wb") for m in self.dims
-        }
-        self.rows = 0
-        self.n_units = 0
-        self.docs: dict[str, list[int]] = {}
-        self._chunk_at = array("q", [0])
-        self._doc_at = array("q", [0])
-        self._langs = array("B")
-        self._kinds = array("B")
-        self._unit_first = array("q", [0])
-        self._unit_start = array("i")
-        self._unit_end = array("i")
-        self._lengths = array("f")
-        self._post_row = array("i")
-        self._post_term = array("i")
-        self._post_tf = array("f")
-        self._vocab: dict[str, int] = {}
-        self._stated: set[str] = set()
-
-    def add(self, records: Iterable[DocumentRecord]) -> None:
-        for record in records:
-            self._add(record)
-
-    def _add(self, record: DocumentRecord) -> None:
-        doc = record.document
-        line = json.dumps(doc.to_dict(), ensure_ascii=False).encode("utf-8") + b"\n"
-        self._docs.write(line)
-        self._doc_at.append(self._doc_at[-1] + len(line))
-        self.docs[doc.doc_id] = [self.rows, len(record.chunks), len(self._doc_at) - 2]
-        for m in self.dims:
-            _write(self._dense[m], record.vectors[m], np.float32, (len(record.chunks), self.dims[m]))
-            _write(self._units[m], record.unit_vectors[m], self.unit_dtype, (len(record.units), self.dims[m]))
-        units_of: list[list[tuple[int, int]]] = [[] for _ in record.chunks]
-        for i, start, end in record.units:
-            units_of[i].append((start, end))
-        for chunk, units in zip(record.chunks, units_of, strict=True):
-            line = json.dumps(chunk.to_dict(), ensure_ascii=False).encode("utf-8") + b"\n"
-            self._chunks.write(line)
-            self._chunk_at.append(self._chunk_at[-1] + len(line))
-            self._langs.append(LANG_CODES.index(chunk.lang) if chunk.lang in LANG_CODES else 0)
-            self._kinds.append(KINDS.index(chunk.kind))
-            for start, end in units:
-                self._unit_start.append(start)
-                self._unit_end.append(end)
-            self.n_units += len(units)
-            self._unit_first.append(self.n_units)
-            counts = term_counts(indexed_text(chunk))
-            self._lengths.append(float(sum(counts.values())))
-            for term, tf in counts.items():
-                self._post_row.append(self.rows)
-                self._post_term.append(self._vocab.setdefault(term, len(self._vocab)))
-                self._post_tf.append(tf)
-            if quotable(chunk):
-                self._stated.update(tokenize(f"{chunk.context} {chunk.text}"))
-            self.rows += 1
-
-    def chunks_of(self, doc_id: str) -> list[Chunk]:
-        """The chunks already written for ``doc_id`` (an upsert that replaces it within one ingest)."""
-        self._chunks.flush()
-        first, count, _ = self.docs[doc_id]
-        with (self.path / "chunks.jsonl").open("rb") as fh:
-            out = []
-            for row in range(first, first + count):
-                fh.seek(self._chunk_at[row])
-                out.append(
-                    Chunk.from_dict(json.loads(fh.read(self._chunk_at[row + 1] - self._chunk_at[row])))
-                )
-        return out
-
-    def abandon(self) -> None:
-        """Drop an unfinished segment."""
-        for fh in (self._chunks, self._docs, *self._dense.values(), *self._units.values()):
-            fh.close()
-        shutil.rmtree(self.path, ignore_errors=True)
-
-    def finish(self) -> None:
-        for fh in (self._chunks, self._docs, *self._dense.values(), *self._units.values()):
-            fh.close()
-        path = self.path
-        np.save(path / "chunk-offsets.npy", np.frombuffer(self._chunk_at, np.int64))
-        np.save(path / "document-offsets.npy", np.frombuffer(self._doc_at, np.int64))
-        np.save(path / "langs.npy", np.frombuffer(self._langs, np.uint8))
-        np.save(path / "kinds.npy", np.frombuffer(self._kinds, np.uint8))
-        np.save(path / "unit-first.npy", np.frombuffer(self._unit_first, np.int64))
-        np.save(path / "unit-start.npy", np.frombuffer(self._unit_start, np.int32))
-        np.save(path / "unit-end.npy", np.frombuffer(self._unit_end, np.int32))
-        lengths = np.frombuffer(self._lengths, np.float32)
-        avgdl = self.avgdl if self.avgdl is not None else (float(lengths.mean()) if len(lengths) else 1.0)
-        lexical = INDEX.lexical
-        postings = Bm25Index.from_postings(
-            np.frombuffer(self._post_row, np.int32),
-            np.frombuffer(self._post_term, np.int32),
-            np.frombuffer(self._post_tf, np.float32),
-            lengths,
-            self._vocab,
-            lexical.cjk,
-            lexical.k1,
-            lexical.b,
-            avgdl,
-        )
-        postings.save(path)
-        (path / "documents.json").write_text(json.dumps(self.docs, ensure_ascii=False), encoding="utf-8")
-        (path / "stated.json").write_text(
-            json.dumps(sorted(self._stated), ensure_ascii=False), encoding="utf-8"
-        )
-        if self.rows >= self.settings.exact_below:
-            for m, dim in self.dims.items():
-                matrix = np.memmap(
-                    path / f"dense-{file_slug(m)}.f32", dtype=np.float32, mode="r", shape=(self.rows, dim)
-                )
-                faiss.write_index(ivf_index(matrix, self.settings), str(path / f"dense-{file_slug(m)}.ivf"))
-        meta = {
-            "id": self.id,
-            "rows": self.rows,
-            "units": self.n_units,
-            "dims": self.dims,
-            "avgdl": avgdl,
-            "unit_dtype": self.unit_dtype.name,
-        }
-        (path / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-
-
-def ivf_index(matrix: np.ndarray, settings: StoreSettings) -> faiss.Index:
-    """IVF over 8-bit scalar-quantised codes (a quarter of float32's memory); search rescores its
-    candidates exactly from the float32 vectors on disk, so the codes only need to find them."""
-    rows, dim = matrix.shape
-    lists = max(1, min(rows, int(settings.ivf_lists_per_sqrt * np.sqrt(rows))))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFScalarQuantizer(
-        quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-    )
-    sample = np.random.default_rng(0).choice(rows, size=min(rows, lists * IVF_TRAIN_PER_LIST), replace=False)
-    index.train(np.ascontiguousarray(matrix[np.sort(sample)], dtype=np.float32))
-    step = 65_536
-    for start in range(0, rows, step):
-        index.add(np.ascontiguousarray(matrix[start : start + step], dtype=np.float32))
-    return index
-
-
-def _write(fh: Any, vectors: np.ndarray, dtype: Any, shape: Sequence[int]) -> None:
-    data = np.ascontiguousarray(np.asarray(vectors).reshape(shape), dtype=dtype)
-    fh.write(data.tobytes())

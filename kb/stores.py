@@ -7,7 +7,8 @@ from pathlib import Path
 
 from kb.config import Settings
 from kb.embed import Embedder
-from kb.local_store import LocalStore, LocalWriter
+from kb.local_store import LocalStore
+from kb.local_writer import LocalWriter
 from kb.local_store import published_version as local_version
 from kb.store import Store, StoreWriter, build_settings
 

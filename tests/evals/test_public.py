@@ -16,7 +16,8 @@ from evals.metrics import ndcg_at
 from kb.embed import MINILM_ID, USE_ID
 from kb.fusion import default_weights, normalise
 from kb.indexer import writer_lock
-from kb.local_store import LocalStore, LocalWriter
+from kb.local_store import LocalStore
+from kb.local_writer import LocalWriter
 from kb.retrieve import Retriever
 from kb.store import DocumentRecord, build_settings, indexed_text
 from kb.tuning import FUSION, LEXICAL, Weights

@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 
 import kb.local_store
+import kb.local_writer
+import kb.row_file
 import kb.segment
+import kb.segment_builder
 from kb.config import Settings
 from kb.indexer import writer_lock
 from kb.lexical import Bm25Index, idf
-from kb.local_store import LocalStore, LocalWriter
+from kb.local_store import LocalStore
+from kb.local_writer import LocalWriter
 from kb.retrieve import Retriever
 from kb.store import DocumentRecord, build_settings, indexed_text
 from kb.tuning import INDEX
@@ -66,7 +70,9 @@ def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     store = dataclasses.replace(INDEX.store, exact_below=THRESHOLD, merge_below=THRESHOLD // 2)
     index = dataclasses.replace(INDEX, store=store)
     monkeypatch.setattr(kb.local_store, "INDEX", index)
+    monkeypatch.setattr(kb.local_writer, "INDEX", index)
     monkeypatch.setattr(kb.segment, "INDEX", index)
+    monkeypatch.setattr(kb.segment_builder, "INDEX", index)
 
 
 def build(index_dir: Path, records: list[DocumentRecord]) -> str:
@@ -159,7 +165,7 @@ def test_a_row_file_reads_any_rows_as_float32_like_the_array_it_holds(tmp_path, 
     matrix = np.random.default_rng(3).standard_normal((50, 7)).astype(dtype)
     path = tmp_path / "m.bin"
     matrix.tofile(path)
-    rows = kb.segment.RowFile(path, dtype, 50, 7)
+    rows = kb.row_file.RowFile(path, dtype, 50, 7)
     for wanted in ([3, 4, 5, 9, 10, 0, 49], [7], [], list(range(50)), [5, 5, 2]):
         got = rows[np.array(wanted, np.int64)]
         assert got.dtype == np.float32 and got.shape == (len(wanted), 7)
@@ -168,7 +174,7 @@ def test_a_row_file_reads_any_rows_as_float32_like_the_array_it_holds(tmp_path, 
         rows[np.array([50])]
     rows.close()
     with pytest.raises(ValueError, match="not 51 rows"):
-        kb.segment.RowFile(path, dtype, 51, 7)
+        kb.row_file.RowFile(path, dtype, 51, 7)
 
 
 def test_a_large_store_keeps_its_vectors_out_of_the_process(tmp_path, small_threshold):
@@ -189,13 +195,13 @@ def test_a_row_file_finishes_reads_the_kernel_cut_short(tmp_path, monkeypatch):
     """A read returns at most ~2 GiB (less near a file's end or on a signal): the rest is read again."""
     matrix = np.arange(40 * 6, dtype=np.float32).reshape(40, 6)
     matrix.tofile(tmp_path / "m.f32")
-    rows = kb.segment.RowFile(tmp_path / "m.f32", np.float32, 40, 6)
+    rows = kb.row_file.RowFile(tmp_path / "m.f32", np.float32, 40, 6)
     real = os.preadv
 
     def short(fd: int, buffers: list, offset: int) -> int:  # at most 10 bytes a call
         return real(fd, [memoryview(buffers[0])[:10]], offset)
 
-    monkeypatch.setattr(kb.segment.os, "preadv", short)
+    monkeypatch.setattr(kb.row_file.os, "preadv", short)
     assert np.array_equal(rows[np.arange(3, 30)], matrix[3:30])
     (tmp_path / "m.f32").write_bytes(b"")  # the file lost its rows: an error, not zeros
     with pytest.raises(OSError, match="missing"):

@@ -14,7 +14,8 @@ import pytest
 from ingest import PARSER_VERSION
 from kb.fsutil import LockTimeout
 from kb.indexer import update_index, writer_lock
-from kb.local_store import KEEP_VERSIONS, read_manifest, segments_dir
+from kb.local_store import read_manifest, segments_dir
+from kb.local_writer import KEEP_VERSIONS
 from kb.stores import current_version
 from service.indexing import ingest
 from tests.conftest import ROOT
