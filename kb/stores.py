@@ -8,8 +8,8 @@ from pathlib import Path
 from kb.config import Settings
 from kb.embed import Embedder
 from kb.local_store import LocalStore
-from kb.local_writer import LocalWriter
 from kb.local_store import published_version as local_version
+from kb.local_writer import LocalWriter
 from kb.store import Store, StoreWriter, build_settings
 
 
@@ -32,7 +32,7 @@ def open_writer(
     """A writer for the index ``settings`` name. The caller holds the writer lock (kb.indexer)."""
     expected = build_settings(embedders, parser_version)
     if settings.store == "milvus":
-        from kb.milvus_store import MilvusWriter
+        from kb.milvus_writer import MilvusWriter
 
         return MilvusWriter.open(settings, expected, rebuild)
     return LocalWriter.open(settings.index_dir, expected, rebuild)
@@ -43,7 +43,7 @@ def current_version(settings_or_dir: Settings | Path) -> str | None:
     if isinstance(settings_or_dir, Path | str):
         return local_version(Path(settings_or_dir))
     if settings_or_dir.store == "milvus":
-        from kb.milvus_store import published_version as milvus_version
+        from kb.milvus_schema import published_version as milvus_version
 
         return milvus_version(settings_or_dir)
     return local_version(settings_or_dir.index_dir)

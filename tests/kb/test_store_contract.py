@@ -177,7 +177,12 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
     if kind.endswith("-ann"):  # every store is past the size where each question scores every row
         monkeypatch.setitem(vars(INDEX.store), "exact_below", 0)
     if kind.startswith("milvus"):
-        import kb.milvus_store as ms
+        import kb.milvus_rows
+        import kb.milvus_schema
+        import kb.milvus_store
+        import kb.milvus_writer
+
+        modules = (kb.milvus_schema, kb.milvus_rows, kb.milvus_store, kb.milvus_writer)
 
         small_batches = {
             "INSERT_ROWS": 7,
@@ -186,8 +191,10 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
             "WINDOW": 9,
             "VECTOR_WINDOW": 4,
         }
-        for name, small in small_batches.items():
-            monkeypatch.setattr(ms, name, small)  # small batches, so this corpus crosses every boundary
+        for name, small in small_batches.items():  # small batches, so this corpus crosses every boundary
+            for module in modules:  # each module reads the copy it imported
+                if hasattr(module, name):
+                    monkeypatch.setattr(module, name, small)
         db = request.getfixturevalue("milvus_db")
         collection = f"t{uuid.uuid4().hex[:12]}"
         return Settings(
