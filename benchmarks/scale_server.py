@@ -30,9 +30,7 @@ import numpy as np
 from benchmarks.scale_data import Query, load_queries, load_record
 from ingest import PARSER_VERSION
 from kb.config import Settings
-from kb.dense import inner_products
 from kb.embed import Embedder, embedder_names, load_embedder
-from kb.fusion import with_best_sentence
 from kb.indexer import writer_lock
 from kb.knowledge import indexed_names
 from kb.retrieve import Retriever, Signals
@@ -165,19 +163,9 @@ def exact_signals(retriever: Retriever, query: str, vectors: Mapping[str, np.nda
     block = EXACT_BLOCKS["milvus" if type(store).__name__ == "MilvusStore" else "local"]
     for i in range(0, len(rows), block):
         part = rows[i : i + block]
-        sentences = store.sentences(part, list(retriever.embedders))
-        columns = np.searchsorted(part, sentences.row)
-        for model_id in retriever.embedders:
-            vector = vectors[model_id]
-            sims = (
-                inner_products(sentences.vectors[model_id], vector)
-                if len(sentences)
-                else np.zeros(0, np.float32)
-            )
-            chunk = store.dense_scores(model_id, vector, part)
-            raw[model_id][i : i + block] = with_best_sentence(
-                chunk, columns, sims, retriever.fusion.chunk_share
-            )
+        scores, _ = retriever.dense_signals(vectors, part, store.sentences(part, list(retriever.embedders)))
+        for model_id, values in scores.items():
+            raw[model_id][i : i + block] = values
     empty = {m: np.zeros(0, np.float32) for m in retriever.embedders}
     return Signals(
         detect_lang(query),

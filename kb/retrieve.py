@@ -164,10 +164,18 @@ class Retriever:
             else:
                 rows, populations = self.candidates(query, vectors), self.populations(query, vectors)
             langs, kinds = store.langs(rows), store.kinds(rows)
-        raw = {LEXICAL: store.lexical_scores(query, rows)}
         sentences = store.sentences(rows, list(self.embedders))
+        dense, sentence_sims = self.dense_signals(vectors, rows, sentences)
+        raw = {LEXICAL: store.lexical_scores(query, rows)} | dense
+        return Signals(detect_lang(query), rows, langs, kinds, populations, raw, sentences, sentence_sims)
+
+    def dense_signals(
+        self, vectors: Mapping[str, np.ndarray], rows: np.ndarray, sentences: SentenceRows
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per embedder: each row's dense score (its chunk cosine blended with its best sentence's), and
+        every sentence's cosine. ``sentences``: the rows' own, with the embedders' vectors."""
         columns = np.searchsorted(rows, sentences.row)
-        sentence_sims = {}
+        scores, sims_of = {}, {}
         for model_id in self.embedders:
             vector = vectors[model_id]
             sims = (
@@ -175,10 +183,10 @@ class Retriever:
                 if len(sentences)
                 else np.zeros(0, np.float32)
             )
-            chunk = store.dense_scores(model_id, vector, rows)
-            raw[model_id] = with_best_sentence(chunk, columns, sims, self.fusion.chunk_share)
-            sentence_sims[model_id] = sims
-        return Signals(detect_lang(query), rows, langs, kinds, populations, raw, sentences, sentence_sims)
+            chunk = self.store.dense_scores(model_id, vector, rows)
+            scores[model_id] = with_best_sentence(chunk, columns, sims, self.fusion.chunk_share)
+            sims_of[model_id] = sims
+        return scores, sims_of
 
     def relevance_vector(self, query: str) -> Future[np.ndarray] | None:
         """The question's vector from the relevance model, computed on another thread while this one
