@@ -14,7 +14,6 @@ downloaded or cached on disk. Vectors agree with sentence-transformers to a cosi
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import threading
 from collections.abc import Sequence
@@ -24,14 +23,7 @@ from typing import Any
 import numpy as np
 
 from kb.minilm_query import MODEL_ID, load_model, padded_batches
-
-OPSET = 18
-IR_VERSION = 8  # what onnxruntime 1.17+ reads
-
-
-def available() -> bool:
-    """onnxruntime and onnx are installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+from kb.onnx_graph import Graph, session
 
 
 class MiniLMOnnxEncoder:
@@ -65,62 +57,15 @@ class MiniLMOnnxEncoder:
 
 
 def _session(model_dir: Path | None, threads: int) -> tuple[Any, Any]:
-    import onnxruntime as ort
-
     model = load_model(model_dir, threads=None)
     graph, weights = _graph(model.config, model.weights)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep
-    names = list(weights)
-    options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(weights[n]) for n in names])
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    return model.tokenizer, session
-
-
-class _Graph:
-    """Collects nodes and initializers; big weights stay outside the serialised graph."""
-
-    def __init__(self) -> None:
-        from onnx import TensorProto, helper, numpy_helper
-
-        self.helper, self.numpy_helper, self.TensorProto = helper, numpy_helper, TensorProto
-        self.nodes: list[Any] = []
-        self.small: list[Any] = []  # initializers serialised into the graph
-        self.external: dict[str, np.ndarray] = {}  # handed to the session as they are
-        self._n = 0
-
-    def op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
-        self._n += 1
-        out = f"{op_type.lower()}{self._n}"
-        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], **attrs))
-        return out
-
-    def const(self, value: Any, dtype: Any = np.float32) -> str:
-        self._n += 1
-        name = f"const{self._n}"
-        self.small.append(self.numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    def weight(self, name: str, value: np.ndarray) -> str:
-        tensor = self.TensorProto()
-        tensor.name, tensor.data_type = name, self.TensorProto.FLOAT
-        tensor.dims.extend(value.shape)
-        tensor.data_location = self.TensorProto.EXTERNAL
-        for key, val in (("location", "safetensors"), ("offset", "0"), ("length", str(value.nbytes))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, val
-        self.small.append(tensor)
-        self.external[name] = value
-        return name
+    return model.tokenizer, session(graph, weights, threads)
 
 
 def _graph(config: dict[str, Any], w: dict[str, np.ndarray]) -> tuple[bytes, dict[str, np.ndarray]]:
     """The serialised graph (inputs ``ids`` int64 and ``mask`` float32, both (n, t); output (n, 384))
     and the weights it names."""
-    g = _Graph()
+    g = Graph()
     heads, hidden, eps = config["num_attention_heads"], config["hidden_size"], config["layer_norm_eps"]
     head_dim = hidden // heads
 
@@ -184,19 +129,9 @@ def _graph(config: dict[str, Any], w: dict[str, np.ndarray]) -> tuple[bytes, dic
     count = g.op("Max", g.op("ReduceSum", "mask", g.const([1], np.int64), keepdims=1), g.const(1e-9))
     pooled = g.op("Div", summed, count)
     length = g.op("Max", g.op("ReduceL2", pooled, g.const([-1], np.int64), keepdims=1), g.const(1e-12))
-    g.nodes.append(g.helper.make_node("Div", [pooled, length], ["vectors"]))
-    f32, i64 = g.TensorProto.FLOAT, g.TensorProto.INT64
-    graph = g.helper.make_graph(
-        g.nodes,
+    g.op("Div", pooled, length)
+    return g.finish(
         "all-MiniLM-L6-v2",
-        [
-            g.helper.make_tensor_value_info("ids", i64, ["n", "t"]),
-            g.helper.make_tensor_value_info("mask", f32, ["n", "t"]),
-        ],
-        [g.helper.make_tensor_value_info("vectors", f32, ["n", hidden])],
-        initializer=g.small,
-    )
-    model = g.helper.make_model(
-        graph, opset_imports=[g.helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
-    )
-    return model.SerializeToString(), g.external
+        [("ids", np.int64, ["n", "t"]), ("mask", np.float32, ["n", "t"])],
+        ("vectors", hidden),
+    ), g.external

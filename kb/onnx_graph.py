@@ -1,0 +1,93 @@
+"""Writing a network as an ONNX graph by hand and running it in onnxruntime, for the encoders kb ships
+(kb/minilm_onnx.py, kb/e5_onnx.py). Nothing is exported or cached on disk: the graph is built in memory
+from weights that are already on disk, and the big ones are handed to the session as they are."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+
+OPSET = 18
+IR_VERSION = 8  # what onnxruntime 1.17+ reads
+MS_DOMAIN = "com.microsoft"  # onnxruntime's own operators (DynamicQuantizeMatMul)
+
+
+def available() -> bool:
+    """onnxruntime and onnx are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+class Graph:
+    """Collects nodes and initializers; big weights stay outside the serialised graph."""
+
+    def __init__(self) -> None:
+        from onnx import TensorProto, helper, numpy_helper
+
+        self.helper, self.numpy_helper, self.TensorProto = helper, numpy_helper, TensorProto
+        self.nodes: list[Any] = []
+        self.small: list[Any] = []  # initializers serialised into the graph
+        self.external: dict[str, np.ndarray] = {}  # handed to the session as they are
+        self._n = 0
+
+    def op(self, op_type: str, *inputs: str, domain: str | None = None, **attrs: Any) -> str:
+        self._n += 1
+        out = f"{op_type.lower()}{self._n}"
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], domain=domain, **attrs))
+        return out
+
+    def const(self, value: Any, dtype: Any = np.float32) -> str:
+        self._n += 1
+        name = f"const{self._n}"
+        self.small.append(self.numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def weight(self, name: str, value: np.ndarray) -> str:
+        tensor = self.TensorProto()
+        tensor.name = name
+        tensor.data_type = self.helper.np_dtype_to_tensor_dtype(value.dtype)
+        tensor.dims.extend(value.shape)
+        tensor.data_location = self.TensorProto.EXTERNAL
+        for key, val in (("location", "weights"), ("offset", "0"), ("length", str(value.nbytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, val
+        self.small.append(tensor)
+        self.external[name] = value
+        return name
+
+    def finish(self, name: str, inputs: list[tuple[str, Any, list[str]]], output: tuple[str, int]) -> bytes:
+        """The serialised model: ``inputs`` as (name, numpy dtype, dims), the last node's result named
+        ``output[0]`` with dims (n, ``output[1]``)."""
+        self.nodes[-1].output[0] = output[0]
+        h = self.helper
+        graph = h.make_graph(
+            self.nodes,
+            name,
+            [
+                h.make_tensor_value_info(n, h.np_dtype_to_tensor_dtype(np.dtype(t)), dims)
+                for n, t, dims in inputs
+            ],
+            [h.make_tensor_value_info(output[0], self.TensorProto.FLOAT, ["n", output[1]])],
+            initializer=self.small,
+        )
+        opsets = [h.make_opsetid("", OPSET)]
+        if any(node.domain == MS_DOMAIN for node in self.nodes):
+            opsets.append(h.make_opsetid(MS_DOMAIN, 1))
+        return h.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION).SerializeToString()
+
+
+def session(graph: bytes, weights: dict[str, np.ndarray], threads: int) -> Any:
+    """An onnxruntime session over ``graph`` with ``weights`` handed over without a copy. ``threads``
+    is the intra-op thread count: 1 for questions (a worker per core answers side by side), the core
+    count to embed documents in bulk."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep
+    names = list(weights)
+    options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(weights[n]) for n in names])
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
