@@ -45,6 +45,7 @@ bench: index
 	$(BIN)/python -m benchmarks.cold_ask
 	$(BIN)/python -m benchmarks.warm
 	$(BIN)/python -m benchmarks.minilm
+	$(BIN)/python -m benchmarks.e5
 	$(BIN)/python -m benchmarks.http_latency
 	$(BIN)/python -m benchmarks.naive_langchain
 
