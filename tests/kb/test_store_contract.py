@@ -180,9 +180,10 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
         import kb.milvus_rows
         import kb.milvus_schema
         import kb.milvus_store
+        import kb.milvus_versions
         import kb.milvus_writer
 
-        modules = (kb.milvus_schema, kb.milvus_rows, kb.milvus_store, kb.milvus_writer)
+        modules = (kb.milvus_schema, kb.milvus_rows, kb.milvus_store, kb.milvus_writer, kb.milvus_versions)
 
         small_batches = {
             "INSERT_ROWS": 7,
