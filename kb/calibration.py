@@ -63,6 +63,7 @@ class AnswerFeatures:
     asks_unmet: float  # the question asks for a price, a date or a quantity that no chosen sentence holds
     across: float  # the best sentence is in the other language than the question's
     relevance: float  # the relevance model's best cosine between the question and a sentence retrieval scored
+    chinese: float  # the question is Chinese: its terms are character pairs and its cosines run otherwise
 
     def vector(self) -> tuple[float, ...]:
         return tuple(
@@ -125,6 +126,7 @@ _DEFAULT_CONFIDENCE = {
     "asks_unmet": 0.0,
     "across": 0.0,
     "relevance": 0.0,
+    "chinese": 0.0,
 }
 
 

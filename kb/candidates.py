@@ -265,4 +265,5 @@ class Featuriser:
             asks_unmet=float(unmet),
             across=float(best.lang != draft.lang),
             relevance=draft.relevance,
+            chinese=float(detect_lang(draft.question) == "zh"),
         )
