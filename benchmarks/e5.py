@@ -27,7 +27,7 @@ from kb.e5_onnx import E5OnnxEncoder  # noqa: E402
 
 
 def paragraphs(corpus: Path = Path("corpus")) -> list[str]:
-    out = []
+    out: list[str] = []
     for path in sorted(corpus.rglob("*.md")):
         out.extend(p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if len(p.strip()) > 20)
     return out

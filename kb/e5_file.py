@@ -122,7 +122,7 @@ class E5File:
             self.tensors[name] = (offset, nbytes)
 
     def _read(self, fmt: str) -> tuple[Any, ...]:
-        values = struct.unpack_from(fmt, self.buf, self._at)
+        values = struct.unpack_from(fmt, self.buf.data, self._at)
         self._at += struct.calcsize(fmt)
         return values
 

@@ -66,12 +66,12 @@ class E5OnnxEncoder:
             batch = windows[start : start + size]
             start += size
             n, t = len(batch), len(batch[0][1])
-            ids = np.full((n, t), tok.unk, dtype=np.int64)
+            padded = np.full((n, t), tok.unk, dtype=np.int64)
             mask = np.zeros((n, t), dtype=np.float32)
             for r, (_, w) in enumerate(batch):
-                ids[r, : len(w)] = w
+                padded[r, : len(w)] = w
                 mask[r, : len(w)] = 1.0
-            x = self._embeddings(model, ids) + position[:t]
+            x = self._embeddings(model, padded) + position[:t]
             pooled = sess.run(None, {"x": x, "mask": mask})[0]
             for r, (row, w) in enumerate(batch):
                 out[row] += (len(w) - 2) * pooled[r]
@@ -164,5 +164,8 @@ def _graph(model: E5File) -> tuple[bytes, dict[str, np.ndarray]]:
     summed = g.op("ReduceSum", g.op("Mul", x, mask), g.const([1], np.int64), keepdims=0)
     count = g.op("Max", g.op("ReduceSum", "mask", g.const([1], np.int64), keepdims=1), g.const(1e-9))
     g.op("Div", summed, count)
-    inputs = [("x", np.float32, ["n", "t", c.hidden]), ("mask", np.float32, ["n", "t"])]
+    inputs: list[tuple[str, Any, list[str | int]]] = [
+        ("x", np.float32, ["n", "t", c.hidden]),
+        ("mask", np.float32, ["n", "t"]),
+    ]
     return g.finish("multilingual-e5-small", inputs, ("pooled", c.hidden)), g.external

