@@ -105,7 +105,17 @@ class Answerer:
         candidates = self.featuriser.candidates(question, signals, hits)
         relevance = float(signals.relevance.max()) if signals.relevance is not None else 0.0
         view = SentenceView(self.store, signals.sentences)
-        return Draft(question, answer_lang, hits, candidates, view, unknown, missing_name, relevance)
+        return Draft(
+            question,
+            answer_lang,
+            hits,
+            candidates,
+            view,
+            unknown,
+            missing_name,
+            relevance,
+            signals.query_lang,
+        )
 
     def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:
         """Choose sentences, decide to answer or abstain, and build verified citations."""

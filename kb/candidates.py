@@ -150,6 +150,7 @@ class Draft:
     unknown: float = 0.0  # share of the question's terms that nothing quotable uses
     missing_name: float = 0.0  # 1.0 when the question names something nothing quotable mentions
     relevance: float = 0.0  # the relevance model's best question-sentence cosine (0 without one)
+    question_lang: str = ""  # the question's language (``lang`` may be another, when the asker sets it)
 
 
 class Featuriser:
@@ -265,5 +266,5 @@ class Featuriser:
             asks_unmet=float(unmet),
             across=float(best.lang != draft.lang),
             relevance=draft.relevance,
-            chinese=float(detect_lang(draft.question) == "zh"),
+            chinese=float(draft.question_lang == "zh"),
         )
