@@ -8,8 +8,8 @@ stage's time is exclusive: a wrapped call inside another counts for the inner st
 is ``time.thread_time`` of the thread that runs it (the relevance model embeds the question on another
 thread while retrieval runs, so its wall time overlaps the others'); the unwrapped figures below the table
 are ``time.process_time`` (all threads). ``thread_time`` leaves out native worker threads (FAISS's OpenMP,
-a multi-threaded onnxruntime), which the question path does not use. Wall time is ``time.perf_counter``; "other" is what
-``kb.ask`` spends outside every named stage. ``calls / ask`` counts the first function of each stage per
+a multi-threaded onnxruntime), which the question path does not use. Wall time is ``time.perf_counter``;
+"other" is what ``kb.ask`` spends outside every named stage. ``calls / ask`` counts the first function of each stage per
 question: each question embedder must run once.
 """
 
