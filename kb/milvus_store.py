@@ -1,5 +1,6 @@
 """The Milvus store (``KB_STORE=milvus``, kb/store.py), read side: one published version, read-only. The
-collections and how versions live in them: kb/milvus_schema.py; writing: kb/milvus_writer.py."""
+collections and how versions live in them: kb/milvus_schema.py; writing: kb/milvus_writer.py and
+kb/milvus_versions.py."""
 
 from __future__ import annotations
 
