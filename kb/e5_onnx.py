@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ class E5OnnxEncoder:
     def _load(self) -> tuple[E5File, Any, np.ndarray]:
         with self._lock:
             if self._loaded is None:
-                model = E5File(self._path or model_file())
+                model = _model_file(self._path or model_file())
                 c = model.config
                 position = (
                     model.floats("emb.pos").reshape(c.max_positions, c.hidden)
@@ -98,6 +99,12 @@ class E5OnnxEncoder:
                 graph, weights = _graph(model)
                 self._loaded = model, session(graph, weights, self._threads), position.astype(np.float32)
             return self._loaded
+
+
+@lru_cache(maxsize=2)
+def _model_file(path: Path) -> E5File:
+    """One parse of a model file per process (its tokenizer holds 250,000 pieces), for every encoder."""
+    return E5File(path)
 
 
 def _graph(model: E5File) -> tuple[bytes, dict[str, np.ndarray]]:
@@ -133,9 +140,7 @@ def _graph(model: E5File) -> tuple[bytes, dict[str, np.ndarray]]:
         return g.op("LayerNormalization", x, gamma, beta, axis=-1, epsilon=c.eps)
 
     per_head = g.const([0, 0, c.heads, head_dim], np.int64)  # (n, t, heads, d)
-    mask_bias = g.op(
-        "Unsqueeze", g.op("Mul", g.op("Sub", "mask", g.const(1.0)), g.const(1e9)), g.const([1, 2], np.int64)
-    )
+    mask_bias = g.mask_bias("mask")
     x = norm("x", "emb.ln")
     for layer in range(c.layers):
         p = f"l{layer}."
@@ -153,17 +158,9 @@ def _graph(model: E5File) -> tuple[bytes, dict[str, np.ndarray]]:
         context = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])
         context = g.op("Reshape", context, g.const([0, 0, c.hidden], np.int64))
         x = norm(g.op("Add", dense(context, p + "ao", c.hidden, c.hidden), x), p + "aln")
-        h = dense(x, p + "fi", c.ffn, c.hidden)
-        gelu = g.op(
-            "Mul",
-            g.op("Mul", h, g.op("Add", g.op("Erf", g.op("Div", h, g.const(math.sqrt(2)))), g.const(1.0))),
-            g.const(0.5),
-        )
+        gelu = g.gelu(dense(x, p + "fi", c.ffn, c.hidden))
         x = norm(g.op("Add", dense(gelu, p + "fo", c.hidden, c.ffn), x), p + "oln")
-    mask = g.op("Unsqueeze", "mask", g.const([2], np.int64))
-    summed = g.op("ReduceSum", g.op("Mul", x, mask), g.const([1], np.int64), keepdims=0)
-    count = g.op("Max", g.op("ReduceSum", "mask", g.const([1], np.int64), keepdims=1), g.const(1e-9))
-    g.op("Div", summed, count)
+    g.mean_pool(x, "mask")
     inputs: list[tuple[str, Any, list[str | int]]] = [
         ("x", np.float32, ["n", "t", c.hidden]),
         ("mask", np.float32, ["n", "t"]),

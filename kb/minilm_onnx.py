@@ -98,9 +98,7 @@ def _graph(config: dict[str, Any], w: dict[str, np.ndarray]) -> tuple[bytes, dic
     x = g.op("Add", x, g.const(w["embeddings.token_type_embeddings.weight"][0]))
     x = g.op("Reshape", norm(x, "embeddings.LayerNorm"), g.const([-1, hidden], np.int64))  # (n*t, hidden)
     n_t = g.op("Shape", "mask")
-    mask_bias = g.op(
-        "Unsqueeze", g.op("Mul", g.op("Sub", "mask", g.const(1.0)), g.const(1e9)), g.const([1, 2], np.int64)
-    )
+    mask_bias = g.mask_bias("mask")
     n = g.op("Slice", n_t, g.const([0], np.int64), g.const([1], np.int64))
     per_head = g.op("Concat", n, g.const([-1, heads, head_dim], np.int64), axis=0)  # (n, t, heads, d)
     for layer in range(config["num_hidden_layers"]):
@@ -116,18 +114,10 @@ def _graph(config: dict[str, Any], w: dict[str, np.ndarray]) -> tuple[bytes, dic
         x = norm(
             g.op("Add", dense(context, p + "attention.output.dense"), x), p + "attention.output.LayerNorm"
         )
-        h = dense(x, p + "intermediate.dense")
-        gelu = g.op(
-            "Mul",
-            g.op("Mul", h, g.op("Add", g.op("Erf", g.op("Div", h, g.const(math.sqrt(2)))), g.const(1.0))),
-            g.const(0.5),
-        )
+        gelu = g.gelu(dense(x, p + "intermediate.dense"))
         x = norm(g.op("Add", dense(gelu, p + "output.dense"), x), p + "output.LayerNorm")
     tokens = g.op("Reshape", x, g.op("Concat", n_t, g.const([hidden], np.int64), axis=0))  # (n, t, hidden)
-    mask = g.op("Unsqueeze", "mask", g.const([2], np.int64))
-    summed = g.op("ReduceSum", g.op("Mul", tokens, mask), g.const([1], np.int64), keepdims=0)
-    count = g.op("Max", g.op("ReduceSum", "mask", g.const([1], np.int64), keepdims=1), g.const(1e-9))
-    pooled = g.op("Div", summed, count)
+    pooled = g.mean_pool(tokens, "mask")
     length = g.op("Max", g.op("ReduceL2", pooled, g.const([-1], np.int64), keepdims=1), g.const(1e-12))
     g.op("Div", pooled, length)
     return g.finish(

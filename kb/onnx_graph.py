@@ -6,6 +6,7 @@ serialised into the graph."""
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,6 +58,23 @@ class Graph:
         self.small.append(tensor)
         self.external[name] = value
         return name
+
+    def gelu(self, x: str) -> str:
+        """x * (1 + erf(x / sqrt 2)) / 2: BERT's exact GELU."""
+        erf = self.op("Erf", self.op("Div", x, self.const(math.sqrt(2))))
+        return self.op("Mul", self.op("Mul", x, self.op("Add", erf, self.const(1.0))), self.const(0.5))
+
+    def mask_bias(self, mask: str) -> str:
+        """(n, t) attention mask of 1s and 0s -> (n, 1, 1, t): 0 where attended, -1e9 on padding."""
+        scaled = self.op("Mul", self.op("Sub", mask, self.const(1.0)), self.const(1e9))
+        return self.op("Unsqueeze", scaled, self.const([1, 2], np.int64))
+
+    def mean_pool(self, tokens: str, mask: str) -> str:
+        """(n, t, hidden) token states -> (n, hidden), the mean over the tokens ``mask`` keeps."""
+        kept = self.op("Mul", tokens, self.op("Unsqueeze", mask, self.const([2], np.int64)))
+        summed = self.op("ReduceSum", kept, self.const([1], np.int64), keepdims=0)
+        count = self.op("ReduceSum", mask, self.const([1], np.int64), keepdims=1)
+        return self.op("Div", summed, self.op("Max", count, self.const(1e-9)))
 
     def finish(
         self, name: str, inputs: Sequence[tuple[str, Any, Sequence[str | int]]], output: tuple[str, int]
