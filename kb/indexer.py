@@ -8,7 +8,7 @@ splitter or format change rebuilds everything.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,19 +57,20 @@ def update_index(
     progress: Callable[[int, int], None] | None = None,
     lock_timeout: float = INGEST_LOCK_TIMEOUT,
     on_wait: Callable[[str], None] | None = None,
+    sentence_only: Collection[str] = (),
 ) -> UpdateReport:
     """Bring the store ``target`` names (settings, or a local index folder) in line with ``sources``:
     embed only added or changed documents, drop removed ones, keep the old version of a document whose
-    source fails to load.
+    source fails to load. Models in ``sentence_only`` embed answer units only (kb.store.chunk_models).
 
     One writer at a time: another ingest waits up to ``lock_timeout`` seconds (``on_wait`` is told who it
     waits for), then raises ``kb.fsutil.LockTimeout``."""
     settings = target if isinstance(target, Settings) else Settings(index_dir=Path(target))
     report = UpdateReport()
     with writer_lock(settings.index_dir, lock_timeout, on_wait):
-        writer = open_writer(settings, embedders, parser_version, rebuild)
+        writer = open_writer(settings, embedders, parser_version, rebuild, sentence_only)
         try:
-            _update(writer, sources, embedders, report, progress)
+            _update(writer, sources, embedders, report, progress, frozenset(sentence_only))
         finally:
             writer.close()
     return report
@@ -81,6 +82,7 @@ def _update(
     embedders: list[Embedder],
     report: UpdateReport,
     progress: Callable[[int, int], None] | None,
+    sentence_only: frozenset[str],
 ) -> None:
     report.rebuilt = writer.rebuilt
     previous = writer.digests()
@@ -103,13 +105,13 @@ def _update(
             report.embedded_chunks += len(chunks)
             (report.changed if old is not None else report.added).append(source.doc_id)
             if len(pending) >= EMBED_BATCH:
-                stats.append(_embed(pending, embedders))
+                stats.append(_embed(pending, embedders, sentence_only))
                 writer.upsert(pending)
                 pending = []
         if progress:
             progress(i + 1, len(ordered))
     if pending:
-        stats.append(_embed(pending, embedders))
+        stats.append(_embed(pending, embedders, sentence_only))
         writer.upsert(pending)
     report.embedding = [s.to_dict() for s in _total(stats)]
     report.removed = sorted(set(previous) - seen)
@@ -147,11 +149,13 @@ def _unembedded(document: Document, chunks: list[Chunk], digest: str) -> Documen
     return DocumentRecord(document, chunks, digest, units)
 
 
-def _embed(docs: Sequence[DocumentRecord], embedders: list[Embedder]) -> list[EmbedStats]:
+def _embed(
+    docs: Sequence[DocumentRecord], embedders: list[Embedder], sentence_only: frozenset[str]
+) -> list[EmbedStats]:
     """Fill in the chunk and sentence vectors of ``docs``, every distinct text once per model."""
     chunk_texts = [[indexed_text(c) for c in d.chunks] for d in docs]
     unit_texts = [[d.document.text[a:b] for _, a, b in d.units] for d in docs]
-    chunks, units, stats = embed_documents(chunk_texts, unit_texts, embedders)
+    chunks, units, stats = embed_documents(chunk_texts, unit_texts, embedders, sentence_only)
     for doc, chunk_vectors, unit_vectors in zip(docs, chunks, units, strict=True):
         doc.vectors.update(chunk_vectors)
         doc.unit_vectors.update(unit_vectors)

@@ -38,6 +38,12 @@ def indexed_names(settings: Settings) -> list[str]:
     return names + [relevance] if relevance and relevance not in names else names
 
 
+def sentence_only_names(settings: Settings) -> list[str]:
+    """The indexed models that only answering reads, so they embed answer units and not chunks: the
+    relevance model, unless it also retrieves."""
+    return indexed_names(settings)[len(embedder_names(settings.embed_model)) :]
+
+
 def build_index(
     settings: Settings,
     sources: list[SourceRecord],
@@ -57,6 +63,7 @@ def build_index(
         progress,
         lock_timeout=settings.ingest_lock_timeout,
         on_wait=on_wait,
+        sentence_only=sentence_only_names(settings),
     )
 
 

@@ -35,6 +35,7 @@ from kb.store import (
     SentenceRows,
     StoreBase,
     check_models,
+    chunk_models,
 )
 from kb.tuning import INDEX
 from kb.types import KINDS, Chunk, Document
@@ -141,6 +142,8 @@ class LocalStore(StoreBase):
         if counts["chunks"] != len(self._rows) or counts["documents"] != len(self._manifest["documents"]):
             raise ValueError("chunk or document count differs from the manifest")
         for seg in self.segments:
+            if seg.chunk_models != chunk_models(self._manifest):
+                raise ValueError(f"segment {seg.id}: chunk vectors of other models than the manifest's")
             if any(v.shape != (seg.rows, self._dims[m]) for m, v in seg.dense.items()):
                 raise ValueError(f"segment {seg.id}: chunk vectors differ from its rows")
             if any(v.shape != (seg.units, self._dims[m]) for m, v in seg.unit_vectors.items()):

@@ -21,6 +21,7 @@ from kb.segment_builder import SegmentBuilder
 from kb.store import (
     DocumentRecord,
     IndexUnavailable,
+    chunk_models,
     indexed_text,
 )
 from kb.tuning import INDEX
@@ -44,6 +45,7 @@ class LocalWriter:
         self._rebuilt = rebuilt
         self.previous = previous
         self.dims = {e["id"]: int(e["dim"]) for e in expected["embedders"]}
+        self.chunk_models = chunk_models(expected)
         base = previous.manifest if previous else {}
         self.catalog: dict[str, dict] = {d: dict(e) for d, e in base.get("documents", {}).items()}
         self.segment_ids: list[str] = list(base.get("segments", []))
@@ -87,7 +89,9 @@ class LocalWriter:
             if self.builder is None:
                 sid = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
                 path = segments_dir(self.index_dir) / f"{TMP_PREFIX}{sid}"
-                self.builder = SegmentBuilder(path, sid, self.dims, avgdl=self.avgdl)
+                self.builder = SegmentBuilder(
+                    path, sid, self.dims, avgdl=self.avgdl, chunk_models=self.chunk_models
+                )
             self.builder.add([record])
             self.catalog[doc_id] = {
                 "hash": record.digest,
@@ -151,7 +155,7 @@ class LocalWriter:
         """One segment from every live document, in document-id order, from the stored vectors."""
         sid = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3) + "-merged"
         path = segments_dir(self.index_dir) / f"{TMP_PREFIX}{sid}"
-        builder = SegmentBuilder(path, sid, self.dims, avgdl=None)
+        builder = SegmentBuilder(path, sid, self.dims, avgdl=None, chunk_models=self.chunk_models)
         batch: list[DocumentRecord] = []
         for doc_id in sorted(self.catalog):
             batch.append(self._stored(doc_id))
@@ -183,7 +187,7 @@ class LocalWriter:
                 (int(r), int(a), int(b))
                 for r, a, b in zip(unit_rows, seg.unit_start[units], seg.unit_end[units], strict=True)
             ],
-            vectors={m: seg.chunk_vectors(m, local) for m in seg.dims},
+            vectors={m: seg.chunk_vectors(m, local) for m in seg.chunk_models},
             unit_vectors={m: seg.sentence_vectors(m, units) for m in seg.dims},
         )
 

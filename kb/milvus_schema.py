@@ -8,10 +8,12 @@ Collections, named after ``Settings.milvus_collection`` (the prefix, ``kbq``):
 - per generation ``g`` (a rebuild starts a new one; readers of the old keep it until it is pruned):
   ``_g{g}_chunks``: pk = row; ``born``/``died``, the versions a row lives in (``born <= v < died``); doc_id,
   lang, kind, the chunk as JSON, its BM25 length and its sentences' id range; a FLOAT_VECTOR per embedder
-  (``dense_0``… in manifest order, as model ids hold characters field names may not; IVF_FLAT, COSINE) and
+  with chunk vectors (``dense_0``… in manifest order, as model ids hold characters field names may not;
+  IVF_FLAT, COSINE; a sentence-only model's number is skipped, kb.store.chunk_models) and
   ``lexical``, kb's own saturated BM25 weights without idf (kb.lexical.saturate) as a SPARSE_FLOAT_VECTOR
   (SPARSE_INVERTED_INDEX, IP: its inner product with {term: idf × count} is BM25).
-  ``_g{g}_sentences``: pk = sentence id (ascending with rows), row, span, vectors; visible with their row.
+  ``_g{g}_sentences``: pk = sentence id (ascending with rows), row, span, every model's vector; visible
+  with their row.
   ``_g{g}_documents``: each document as JSON in pieces (a VARCHAR holds 64 KiB), its digest and rows.
   ``_g{g}_terms``: per term, versioned like chunks: its document frequency over live rows and how many
   quotable chunks (kb.types.quotable) state it.
@@ -32,13 +34,14 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kb.store import (
     IndexUnavailable,
+    chunk_models,
 )
 from kb.text import tokenize
 from kb.tuning import INDEX
@@ -175,21 +178,37 @@ def _create_meta(client: Any, names: _Names) -> None:
     _create(client, names.meta, columns, [("pad", "FLAT", "L2")])
 
 
-def _create_generation(client: Any, names: dict[str, str], dims: Sequence[int]) -> None:
+def dense_fields(embedders: Sequence[Mapping]) -> dict[str, str]:
+    """Each model's vector field, ``dense_0``… in manifest order (model ids hold characters field names may
+    not); ``embedders`` as a manifest lists them."""
+    return {e["id"]: f"dense_{i}" for i, e in enumerate(embedders)}
+
+
+def chunk_fields(settings: Mapping) -> dict[str, str]:
+    """The vector fields of the chunks collection: only models with chunk vectors (kb.store.chunk_models)."""
+    fields = dense_fields(settings["embedders"])
+    return {m: fields[m] for m in chunk_models(settings)}
+
+
+def _create_generation(client: Any, names: dict[str, str], settings: Mapping) -> None:
     life: Fields = [("born", "INT64", {}), ("died", "INT64", {})]
-    dense: Fields = [(f"dense_{i}", "FLOAT_VECTOR", {"dim": d}) for i, d in enumerate(dims)]
+    dims = {e["id"]: int(e["dim"]) for e in settings["embedders"]}
+    every = dense_fields(settings["embedders"])
+    dense: Fields = [(every[m], "FLOAT_VECTOR", {"dim": d}) for m, d in dims.items()]
+    on_chunks = chunk_fields(settings)
+    chunk_dense: Fields = [(f, "FLOAT_VECTOR", {"dim": dims[m]}) for m, f in on_chunks.items()]
     text, short = {"max_length": VARCHAR_MAX}, {"max_length": 16}
     doc: Fields = [("doc_id", "VARCHAR", {"max_length": 2048})]
     sent: Fields = [("first_sid", "INT64", {}), ("n_sents", "INT64", {})]
     pad: Fields = [("pad", "FLOAT_VECTOR", {"dim": 2})]
     chunks = [("row", "INT64", {}), *life, *doc, ("lang", "VARCHAR", short), ("kind", "VARCHAR", short)]
-    chunks += [("chunk", "VARCHAR", text), ("length", "INT64", {}), *sent, *dense]
+    chunks += [("chunk", "VARCHAR", text), ("length", "INT64", {}), *sent, *chunk_dense]
     chunks += [("lexical", "SPARSE_FLOAT_VECTOR", {})]
-    dense_index = [(f"dense_{i}", "IVF_FLAT", "COSINE") for i in range(len(dims))]
+    dense_index = [(f, "IVF_FLAT", "COSINE") for f in on_chunks.values()]
     _create(client, names["chunks"], chunks, [*dense_index, ("lexical", "SPARSE_INVERTED_INDEX", "IP")])
     span: Fields = [("row", "INT64", {}), ("start", "INT64", {}), ("end", "INT64", {})]
     # sentences are fetched by id, never searched, but Milvus loads a collection only with every vector indexed
-    flat = [(f"dense_{i}", "FLAT", "COSINE") for i in range(len(dims))]
+    flat = [(f, "FLAT", "COSINE") for f in every.values()]
     _create(client, names["sentences"], [("sid", "INT64", {}), *span, *dense], flat)
     pieces: Fields = [("piece", "INT64", {}), ("pieces", "INT64", {}), ("first_row", "INT64", {})]
     pieces += [("n_chunks", "INT64", {}), *sent, ("body", "VARCHAR", text)]
@@ -211,12 +230,12 @@ def _create_generation(client: Any, names: dict[str, str], dims: Sequence[int]) 
     )
 
 
-def _fields(part: str, models: int = 0) -> list[str]:
-    """Every field of a part's rows (an upsert replaces whole rows); chunks carry ``models`` vectors."""
+def _fields(part: str, dense: Iterable[str] = ()) -> list[str]:
+    """Every field of a part's rows (an upsert replaces whole rows); chunks carry the ``dense`` fields."""
     life = ["born", "died"]
     return {
         "chunks": ["row", *life, "doc_id", "lang", "kind", "chunk", "length", "first_sid", "n_sents"]
-        + [f"dense_{i}" for i in range(models)]
+        + list(dense)
         + ["lexical"],
         "documents": ["part", *life, "doc_id", "digest", "piece", "pieces", "first_row", "n_chunks"]
         + ["first_sid", "n_sents", "body", "pad"],

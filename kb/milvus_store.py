@@ -49,6 +49,8 @@ from kb.milvus_schema import (
     _scan,
     _uri,
     _where_in,
+    chunk_fields,
+    dense_fields,
     stated_terms,
     term_dim,
 )
@@ -66,7 +68,8 @@ class MilvusStore(StoreBase):
         self.col = names.of(meta["generation"])
         _load(client, self.col.values())
         self._dims = {e["id"]: int(e["dim"]) for e in manifest["embedders"]}
-        self.field = {m: f"dense_{i}" for i, m in enumerate(self._dims)}
+        self.field = dense_fields(manifest["embedders"])  # sentences: every model's vector
+        self.chunk_field = chunk_fields(manifest)  # chunks: only models with chunk vectors
         lexical = manifest["settings"]["lexical"]
         self.cjk, self.k1, self.b = lexical["cjk"], float(lexical["k1"]), float(lexical["b"])
         self._exact = manifest["counts"]["chunks"] < INDEX.store.exact_below
@@ -110,10 +113,10 @@ class MilvusStore(StoreBase):
         """The live rows' languages, kinds and sentence ranges; an exact store also every vector and weight."""
         columns = ["row", "lang", "kind", "first_sid", "n_sents"]
         if self._exact:
-            columns += ["chunk", "length", "lexical", *self.field.values()]
+            columns += ["chunk", "length", "lexical", *self.chunk_field.values()]
         end = _milvus(self._manifest)["next"]["row"]
         rows, chunks, lexical = [], [], []
-        lengths, vectors = [], {m: [] for m in self.field}  # type: ignore[var-annotated]
+        lengths, vectors = [], {m: [] for m in self.chunk_field}  # type: ignore[var-annotated]
         window = VECTOR_WINDOW if self._exact else WINDOW
         for found in _scan(self.client, self.col["chunks"], "row", self.live, columns, end, window=window):
             rows += [(r["row"], r["lang"], r["kind"], r["first_sid"], r["n_sents"]) for r in found]
@@ -121,7 +124,7 @@ class MilvusStore(StoreBase):
                 chunks += [r["chunk"] for r in found]
                 lexical += [r["lexical"] for r in found]
                 lengths += [r["length"] for r in found]
-                for m, f in self.field.items():
+                for m, f in self.chunk_field.items():
                     vectors[m].append(np.array([r[f] for r in found], np.float32).reshape(-1, self._dims[m]))
         self._rows = np.array([r[0] for r in rows], np.int64)
         self._langs = np.array([r[1] for r in rows], dtype=str)
@@ -214,7 +217,7 @@ class MilvusStore(StoreBase):
         hits = self.client.search(
             self.col["chunks"],
             data=[query.tolist()],
-            anns_field=self.field[model_id],
+            anns_field=self.chunk_field[model_id],
             limit=max(1, min(k, TOP_MAX)),
             filter=self.live,
             search_params={"metric_type": "COSINE", "params": {"nprobe": RETRIEVAL.nprobe}},
@@ -231,7 +234,7 @@ class MilvusStore(StoreBase):
         rows = np.asarray(rows, np.int64)
         if self._exact:
             return self._vectors[model_id][self._positions(rows)]
-        field = self.field[model_id]
+        field = self.chunk_field[model_id]
         found = {r["row"]: r[field] for r in _where_in(self.client, self.col["chunks"], "row", rows, [field])}
         matrix = np.array([found[int(r)] for r in rows], np.float32).reshape(len(rows), self._dims[model_id])
         return _unit(matrix)

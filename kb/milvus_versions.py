@@ -27,6 +27,8 @@ from kb.milvus_schema import (
     _milvus,
     _scan,
     _where_in,
+    chunk_fields,
+    dense_fields,
 )
 
 
@@ -91,7 +93,7 @@ class VersionKeeping(ABC):
                 "chunks": sum(e.n_chunks for e in self.catalog.values()),
                 "sentences": sum(e.n_sents for e in self.catalog.values()),
             },
-            "milvus": milvus | {"fields": {m: f"dense_{i}" for i, m in enumerate(self.models)}},
+            "milvus": milvus | {"fields": dense_fields(self.expected["embedders"])},
         }
         text = json.dumps(manifest, ensure_ascii=False)
         if len(text.encode()) > VARCHAR_MAX:
@@ -196,9 +198,9 @@ class VersionKeeping(ABC):
             for part, (pk, counter) in ahead.items():
                 self.client.delete(col[part], filter=f"{pk} >= {meta['next'][counter]}")
             killed = f"died > {self.number} and died < {INF}"
-            models = len(self.published["embedders"])
+            vectors = chunk_fields(self.published).values()
             for part in ("chunks", "documents", "terms"):
-                columns = _fields(part, models)
+                columns = _fields(part, vectors)
                 while found := self.client.query(
                     col[part], filter=killed, output_fields=columns, limit=INSERT_ROWS
                 ):

@@ -46,6 +46,8 @@ from kb.milvus_schema import (
     _milvus,
     _Names,
     _where_in,
+    chunk_fields,
+    dense_fields,
     stated_terms,
     term_dim,
 )
@@ -63,6 +65,8 @@ class MilvusWriter(VersionKeeping):
         self.published: dict | None = versions[-1]["manifest"] if versions else None
         self.number = _milvus(self.published)["number"] if self.published else 0
         self.models = [e["id"] for e in expected["embedders"]]
+        self.fields = dense_fields(expected["embedders"])  # sentences hold every model's vector
+        self.on_chunks = chunk_fields(expected)  # chunks only those with chunk vectors
         lexical = expected["settings"]["lexical"]
         self.cjk, self.k1, self.b = lexical["cjk"], float(lexical["k1"]), float(lexical["b"])
         self.catalog: dict[str, _Entry] = {}
@@ -120,7 +124,7 @@ class MilvusWriter(VersionKeeping):
         self.next = dict.fromkeys(("row", "sid", "doc", "term"), 0)
         self.avgdl, self.fresh = None, True
         self.col = self.names.of(self.generation)
-        _create_generation(self.client, self.col, [int(e["dim"]) for e in self.expected["embedders"]])
+        _create_generation(self.client, self.col, self.expected)
 
     def _mark(self) -> None:
         if not self.marked:
@@ -174,10 +178,8 @@ class MilvusWriter(VersionKeeping):
     def _add(self, record: DocumentRecord, counts: list) -> None:
         doc, n, n_units = record.document, len(record.chunks), len(record.units)
         for m, e in zip(self.models, self.expected["embedders"], strict=True):
-            if record.vectors[m].shape != (n, e["dim"]) or record.unit_vectors[m].shape != (
-                n_units,
-                e["dim"],
-            ):
+            chunks_ok = m not in self.on_chunks or record.vectors[m].shape == (n, e["dim"])
+            if not chunks_ok or record.unit_vectors[m].shape != (n_units, e["dim"]):
                 raise ValueError(
                     f"{doc.doc_id}: the vectors of {m} are not ({n} chunks, {n_units} units) × {e['dim']}"
                 )
@@ -194,17 +196,13 @@ class MilvusWriter(VersionKeeping):
             row = {"row": row0 + i, "born": self.w, "died": INF, "doc_id": doc.doc_id, "lang": chunk.lang}
             row |= {"kind": chunk.kind, "chunk": text, "length": length, "first_sid": int(first_sids[i])}
             row |= {"n_sents": int(per_chunk[i]), "lexical": lexical}
-            row |= {
-                f"dense_{k}": record.vectors[m][i].astype(np.float32).tolist()
-                for k, m in enumerate(self.models)
-            }
+            row |= {f: record.vectors[m][i].astype(np.float32).tolist() for m, f in self.on_chunks.items()}
             self.buffers["chunks"].append(row)
         for s, j in enumerate(order):
             c, a, b = record.units[j]
             sentence = {"sid": sid0 + s, "row": row0 + c, "start": int(a), "end": int(b)}
             sentence |= {
-                f"dense_{k}": record.unit_vectors[m][j].astype(np.float32).tolist()
-                for k, m in enumerate(self.models)
+                f: record.unit_vectors[m][j].astype(np.float32).tolist() for m, f in self.fields.items()
             }
             self.buffers["sentences"].append(sentence)
         body = json.dumps(doc.to_dict(), ensure_ascii=False)
@@ -260,7 +258,7 @@ class MilvusWriter(VersionKeeping):
         for own in (False, True):
             mine = [e for e in entries if (e.born == self.w) == own]
             rows = [r for e in mine for r in range(e.first_row, e.first_row + e.n_chunks)]
-            columns = ["row", "chunk", "lexical"] if own else _fields("chunks", len(self.models))
+            columns = ["row", "chunk", "lexical"] if own else _fields("chunks", self.on_chunks.values())
             found = _where_in(self.client, self.col["chunks"], "row", rows, columns)
             for r in found:
                 self._count(

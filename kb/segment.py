@@ -7,7 +7,8 @@ questions touch it:
 
 - ``chunks.jsonl`` / ``documents.jsonl`` with byte offsets (``*-offsets.npy``): a chunk or document is one
   ``pread``, never the whole file in memory;
-- ``dense-<model>.f32``: chunk vectors (rows × dim, float32), for exact cosines of candidate rows;
+- ``dense-<model>.f32``: chunk vectors (rows × dim, float32), for exact cosines of candidate rows, of each
+  model with chunk vectors (kb.store.chunk_models: not the relevance model);
   ``dense-<model>.ivf``: an IVF index over them (8-bit codes) when the segment has at least
   ``INDEX.store.exact_below`` rows;
 - ``units-<model>.<dtype>``: answer-unit (sentence) vectors, read only for candidate rows;
@@ -72,6 +73,7 @@ class Segment:
         self.rows: int = self.meta["rows"]
         self.units: int = self.meta["units"]
         self.dims: dict[str, int] = dict(self.meta["dims"])
+        self.chunk_models: list[str] = list(self.meta["chunk_models"])  # the others: sentence vectors only
         self.avgdl: float = self.meta["avgdl"]
         self.docs: dict[str, list[int]] = json.loads((path / "documents.json").read_text(encoding="utf-8"))
         self.lang_codes = np.load(path / "langs.npy")
@@ -85,8 +87,8 @@ class Segment:
         self._docs_fd = os.open(path / "documents.jsonl", os.O_RDONLY)
         small = self.rows < INDEX.store.exact_below  # its vectors live in memory, read once
         self.dense = {
-            m: self._matrix(f"dense-{file_slug(m)}.f32", np.float32, self.rows, d, small)
-            for m, d in self.dims.items()
+            m: self._matrix(f"dense-{file_slug(m)}.f32", np.float32, self.rows, self.dims[m], small)
+            for m in self.chunk_models
         }
         dtype = np.dtype(self.meta["unit_dtype"])
         self.unit_vectors = {
@@ -100,7 +102,7 @@ class Segment:
     def ivf(self) -> dict[str, faiss.Index]:
         """Each model's IVF index (a large segment only), loaded when a question first needs it."""
         out = {}
-        for m in self.dims:
+        for m in self.chunk_models:
             path = self.path / f"dense-{file_slug(m)}.ivf"
             if path.exists():
                 out[m] = faiss.read_index(str(path))

@@ -34,17 +34,20 @@ class SegmentBuilder:
         dims: Mapping[str, int],
         avgdl: float | None = None,
         settings: StoreSettings | None = None,
+        chunk_models: Sequence[str] | None = None,
     ) -> None:
         self.path = path
         self.id = segment_id
         self.dims = dict(dims)
+        # the models with chunk vectors (all when None); the others have sentence vectors only
+        self.chunk_models = list(self.dims) if chunk_models is None else list(chunk_models)
         self.avgdl = avgdl  # None: this segment's own mean chunk length (a full build)
         self.settings = settings or INDEX.store
         self.unit_dtype = np.dtype(self.settings.sentence_dtype)
         path.mkdir(parents=True)
         self._chunks = (path / "chunks.jsonl").open("wb")
         self._docs = (path / "documents.jsonl").open("wb")
-        self._dense = {m: (path / f"dense-{file_slug(m)}.f32").open("wb") for m in self.dims}
+        self._dense = {m: (path / f"dense-{file_slug(m)}.f32").open("wb") for m in self.chunk_models}
         self._units = {
             m: (path / f"units-{file_slug(m)}.{self.unit_dtype.name}").open("wb") for m in self.dims
         }
@@ -75,8 +78,9 @@ class SegmentBuilder:
         self._docs.write(line)
         self._doc_at.append(self._doc_at[-1] + len(line))
         self.docs[doc.doc_id] = [self.rows, len(record.chunks), len(self._doc_at) - 2]
-        for m in self.dims:
+        for m in self.chunk_models:
             _write(self._dense[m], record.vectors[m], np.float32, (len(record.chunks), self.dims[m]))
+        for m in self.dims:
             _write(self._units[m], record.unit_vectors[m], self.unit_dtype, (len(record.units), self.dims[m]))
         units_of: list[list[tuple[int, int]]] = [[] for _ in record.chunks]
         for i, start, end in record.units:
@@ -152,7 +156,8 @@ class SegmentBuilder:
             json.dumps(sorted(self._stated), ensure_ascii=False), encoding="utf-8"
         )
         if self.rows >= self.settings.exact_below:
-            for m, dim in self.dims.items():
+            for m in self.chunk_models:
+                dim = self.dims[m]
                 matrix = np.memmap(
                     path / f"dense-{file_slug(m)}.f32", dtype=np.float32, mode="r", shape=(self.rows, dim)
                 )
@@ -162,6 +167,7 @@ class SegmentBuilder:
             "rows": self.rows,
             "units": self.n_units,
             "dims": self.dims,
+            "chunk_models": self.chunk_models,
             "avgdl": avgdl,
             "unit_dtype": self.unit_dtype.name,
         }

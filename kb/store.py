@@ -33,7 +33,7 @@ from kb.types import Chunk, Document
 if TYPE_CHECKING:
     from kb.embed import Embedder
 
-FORMAT = 4  # 4: segments (kb/local_store.py); 3: typed chunk provenance fields instead of a meta dict
+FORMAT = 5  # 5: sentence-only models; 4: segments (kb/local_store.py); 3: typed chunk provenance fields
 STORES = ("local", "milvus")
 
 
@@ -88,7 +88,9 @@ class DocumentRecord:
     chunks: list[Chunk]
     digest: str  # the source's digest: an unchanged source is not parsed or embedded again
     units: list[tuple[int, int, int]]  # (chunk index, start, end): answer units, in chunk and text order
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # per model, (chunks, dim)
+    vectors: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # per model with chunk vectors, (chunks, dim)
     unit_vectors: dict[str, np.ndarray] = field(default_factory=dict)  # per model, (units, dim)
 
 
@@ -137,7 +139,8 @@ class Store(Protocol):
 
     def dense_search(self, model_id: str, vector: np.ndarray, k: int) -> Scored:
         """About the ``k`` live rows whose chunk vectors are closest to ``vector``, a unit vector as every
-        embedder gives (approximate search may miss some), with their exact cosines."""
+        embedder gives (approximate search may miss some), with their exact cosines. Only a model of
+        ``chunk_models(manifest)`` has chunk vectors, for this and the two methods below."""
 
     def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact cosine of the unit ``vector`` to each row's chunk vector."""
@@ -249,15 +252,27 @@ def file_slug(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id)[-80:]
 
 
-def build_settings(embedders: Sequence[Embedder], parser_version: str) -> dict:
+def build_settings(
+    embedders: Sequence[Embedder], parser_version: str, sentence_only: Collection[str] = ()
+) -> dict:
     """What an index was built under; when any of it differs, the next ingest rebuilds everything.
-    ``settings_hash`` covers kb.tuning.INDEX, the text rules' code and the parsers' version."""
+    ``settings_hash`` covers kb.tuning.INDEX, the text rules' code and the parsers' version.
+    ``sentence_only``: models that embed answer units but not chunks (see ``chunk_models``)."""
     return {
         "format": FORMAT,
-        "embedders": [{"id": e.model_id, "dim": e.dim} for e in embedders],
+        "embedders": [
+            {"id": e.model_id, "dim": e.dim, "chunks": e.model_id not in sentence_only} for e in embedders
+        ],
         "settings": INDEX.to_dict(),
         "settings_hash": INDEX.digest(parser_version),
     }
+
+
+def chunk_models(settings: Mapping) -> list[str]:
+    """The models whose chunk vectors an index (``settings``: its manifest or build settings) holds, for
+    dense search. The others embed answer units only: the relevance model, which only answering reads,
+    would otherwise embed every chunk for nothing (a third of an ingest with the default models)."""
+    return [e["id"] for e in settings["embedders"] if e.get("chunks", True)]
 
 
 def check_models(manifest: Mapping, where: object, model_ids: Sequence[str] | None) -> None:

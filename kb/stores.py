@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from kb.config import Settings
@@ -27,10 +27,14 @@ def open_store(
 
 
 def open_writer(
-    settings: Settings, embedders: Sequence[Embedder], parser_version: str, rebuild: bool = False
+    settings: Settings,
+    embedders: Sequence[Embedder],
+    parser_version: str,
+    rebuild: bool = False,
+    sentence_only: Collection[str] = (),
 ) -> StoreWriter:
     """A writer for the index ``settings`` name. The caller holds the writer lock (kb.indexer)."""
-    expected = build_settings(embedders, parser_version)
+    expected = build_settings(embedders, parser_version, sentence_only)
     if settings.store == "milvus":
         from kb.milvus_writer import MilvusWriter
 

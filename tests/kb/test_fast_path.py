@@ -93,3 +93,23 @@ def test_ingest_embeds_every_distinct_text_once_and_keeps_each_documents_order()
     (only,) = stats
     assert (only.chunks, only.sentences, only.reused) == (2, 3, 3)
     assert set(only.to_dict()) >= {"chunks_per_s", "sentences_per_s"}
+
+
+class SentenceOnly(CountingEmbedder):
+    model_id = "sentence-only"
+
+
+def test_a_sentence_only_model_embeds_each_distinct_sentence_once_and_no_chunk() -> None:
+    retrieval, relevance = CountingEmbedder(), SentenceOnly()
+    chunks = [["alpha beta", "gamma"], ["alpha beta"], []]
+    sentences = [["alpha", "beta", "gamma"], ["alpha beta", "banana", "alpha"], []]
+    chunk_vectors, sentence_vectors, stats = embed_documents(
+        chunks, sentences, [retrieval, relevance], sentence_only={"sentence-only"}
+    )
+    assert sorted(relevance.seen) == sorted({"alpha", "beta", "gamma", "alpha beta", "banana"})
+    assert sorted(retrieval.seen) == sorted({"alpha beta", "gamma", "alpha", "beta", "banana"})
+    assert all(set(v) == {"counting"} for v in chunk_vectors)
+    for texts, got in zip(sentences, sentence_vectors, strict=True):
+        assert set(got) == {"counting", "sentence-only"}
+        assert got["sentence-only"].tolist() == relevance.embed_documents(texts).tolist()
+    assert (stats[1].chunks, stats[1].sentences, stats[1].reused) == (0, 5, 1)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from ingest import PARSER_VERSION
+from kb.embed import embedder_names
 from kb.indexer import SourceRecord, answer_units, update_index
-from kb.knowledge import KnowledgeBase
+from kb.knowledge import KnowledgeBase, sentence_only_names
 from kb.local_store import LocalStore, segments_dir
-from kb.store import IndexUnavailable
+from kb.store import IndexUnavailable, chunk_models, file_slug
 from kb.stores import current_version
 from kb.tuning import INDEX
 from kb.types import Chunk, Document, Provenance
@@ -139,6 +140,20 @@ def test_manifest_records_model_splitter_and_document_hashes(indexed_settings):
     assert manifest["embedders"][0]["id"] and manifest["settings"] == INDEX.to_dict()
     assert manifest["settings_hash"] == INDEX.digest(PARSER_VERSION)
     assert all(len(d["hash"]) == 64 for d in manifest["documents"].values())
+
+
+def test_the_relevance_model_embeds_answer_units_and_no_chunk(indexed_settings):
+    """Only answering reads the relevance model's vectors, and only its sentence vectors."""
+    manifest = json.loads((indexed_settings.index_dir / "manifest.json").read_text())
+    (relevance,) = sentence_only_names(indexed_settings)
+    assert relevance in [e["id"] for e in manifest["embedders"]]
+    assert chunk_models(manifest) == embedder_names(indexed_settings.embed_model)
+    segments = [p for p in segments_dir(indexed_settings.index_dir).iterdir() if p.is_dir()]
+    assert segments and all(
+        not list(seg.glob(f"dense-{file_slug(relevance)}*"))
+        and list(seg.glob(f"units-{file_slug(relevance)}.*"))
+        for seg in segments
+    )
 
 
 def test_reader_keeps_serving_while_a_new_version_is_swapped_in(private_settings):

@@ -20,7 +20,7 @@ import pytest
 
 from kb.config import Settings
 from kb.lexical import Bm25Index, idf, term_counts
-from kb.store import DocumentRecord, IndexUnavailable, Store, StoreWriter, indexed_text
+from kb.store import DocumentRecord, IndexUnavailable, Store, StoreWriter, chunk_models, indexed_text
 from kb.stores import current_version, open_store, open_writer
 from kb.text import tokenize
 from kb.tuning import INDEX
@@ -703,3 +703,52 @@ def test_a_missing_index_names_the_fix(settings: Settings) -> None:
     assert current_version(settings) is None
     with pytest.raises(IndexUnavailable, match="kbq ingest"):
         open_store(settings)
+
+
+def test_a_sentence_only_model_has_sentence_vectors_and_no_chunk_vectors(settings: Settings, restart) -> None:
+    """The relevance model embeds answer units only (kb.store.chunk_models): its sentence vectors are stored
+    and read back through upserts, deletes and a restart, while dense search runs on the other models."""
+    relevance = FakeEmbedder("fake/rel:6", 6)
+
+    def with_relevance(rec: DocumentRecord) -> DocumentRecord:
+        units = {
+            relevance.model_id: np.stack(
+                [unit(f"rel|{rec.document.doc_id}|{a}|{b}", 6) for _, a, b in rec.units]
+            )
+        }
+        return replace(rec, unit_vectors={**rec.unit_vectors, **units})
+
+    def write_all(upsert: list[DocumentRecord], delete: list[str] = ()) -> None:
+        writer = open_writer(settings, [*EMBEDDERS, relevance], "test", sentence_only=[relevance.model_id])
+        try:
+            writer.upsert([with_relevance(r) for r in upsert])
+            writer.delete(list(delete))
+            writer.publish()
+        finally:
+            writer.close()
+
+    write_all(RECORDS)
+    write_all([NEW_ARTICLE, NEW_FAQ], delete=["faq/ena.en"])
+    restart()
+    store = open_store(settings, model_ids=[*(m for m, _ in MODELS), relevance.model_id])
+    try:
+        assert chunk_models(store.manifest) == [m for m, _ in MODELS]
+        assert store.dims[relevance.model_id] == 6
+        rows = store.live_rows()
+        sentences = store.sentences(rows, [relevance.model_id])
+        by_doc = {r.document.doc_id: with_relevance(r) for r in [*RECORDS, NEW_ARTICLE, NEW_FAQ]}
+        expected = []
+        for row in rows.tolist():
+            chunk = store.chunk(int(row))
+            rec = by_doc[chunk.doc_id]
+            at = next(i for i, c in enumerate(rec.chunks) if c.chunk_id == chunk.chunk_id)
+            expected += [
+                rec.unit_vectors[relevance.model_id][j] for j, u in enumerate(rec.units) if u[0] == at
+            ]
+        np.testing.assert_allclose(sentences.vectors[relevance.model_id], np.stack(expected), atol=2e-3)
+        probe = RECORDS[0].vectors[MODELS[0][0]][0]
+        assert int(store.dense_search(MODELS[0][0], probe, 1).rows[0]) in rows.tolist()
+        with pytest.raises(KeyError):
+            store.dense_search(relevance.model_id, unit("q", 6), 3)
+    finally:
+        store.close()
