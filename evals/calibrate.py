@@ -2,7 +2,8 @@
 
 ``fit_calibration`` fits the sentence ranker (does this sentence state a must-contain fact of a relevant
 passage?), then the confidence model (does the material answer this question?), then the abstention
-threshold that best balances answer support with abstention precision and recall.
+threshold that best balances answer support with abstention precision and recall; the confidence model and
+its threshold twice, on the corpus features and on the portable ones (kb.calibration).
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from evals.golden import Item, Snapshot, relevant_chunks
-from kb.calibration import ANSWER_FEATURES, SENTENCE_FEATURES, Calibration, Logistic
+from kb.calibration import (
+    ANSWER_FEATURES,
+    CORPUS_FEATURES,
+    PORTABLE_FEATURES,
+    SENTENCE_FEATURES,
+    Calibration,
+    Logistic,
+)
 from kb.knowledge import KnowledgeBase
 from kb.tuning import answer_digest
 
@@ -36,6 +44,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float
         b -= 0.2 * float(np.mean(p - y))
     coef = {f: round(float(w[i] / sd[i]), 5) for i, f in enumerate(names)}
     return Logistic(coef, round(float(b - np.sum(w * mu / sd)), 5), names)
+
+
+def fit_on(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], keep: tuple[str, ...]) -> Logistic:
+    """``fit_logistic`` on the features ``keep`` only; the others weigh 0."""
+    columns = [names.index(k) for k in keep]
+    fitted = fit_logistic(x[:, columns], y, keep)
+    return Logistic({n: fitted.coef.get(n, 0.0) for n in names}, fitted.bias, names)
 
 
 def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Sequence], float]) -> Calibration:
@@ -63,32 +78,45 @@ def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Seque
         features = kb.answerer.choose(r.draft, draft_model)[1]
         if features is not None:
             x[i] = features.vector()
-    confidence = fit_logistic(x, np.array([float(r.item.answerable) for r in results]), ANSWER_FEATURES)
-    best, best_score = 0.5, -math.inf
-    for threshold in np.linspace(0.05, 0.95, 37):  # 0.025 steps
-        s = score(refinish(kb, results, Calibration(ranker, confidence, float(threshold))))
-        if s > best_score + 1e-9:
-            best, best_score = float(threshold), s
-    return Calibration(ranker, confidence, round(best, 3))
+    y = np.array([float(r.item.answerable) for r in results])
+    fitted = []
+    for keep in (CORPUS_FEATURES, PORTABLE_FEATURES):
+        confidence = fit_on(x, y, ANSWER_FEATURES, keep)
+        best, best_score = 0.5, -math.inf
+        for threshold in np.linspace(0.05, 0.95, 37):  # 0.025 steps
+            s = score(refinish(kb, results, Calibration(ranker, confidence, float(threshold))))
+            if s > best_score + 1e-9:
+                best, best_score = float(threshold), s
+        fitted.append((confidence, round(best, 3)))
+    (confidence, threshold), portable = fitted
+    return Calibration(ranker, confidence, threshold, portable=portable)
 
 
 def cross_validated(
     results: Sequence, kb: KnowledgeBase, score: Callable[[Sequence], float], folds: int = FOLDS
-) -> list:
+) -> tuple[list, list]:
     """Every question answered under a calibration fitted without it (``folds``-fold), so the figures
-    show what calibration does for questions it has not seen."""
+    show what calibration does for questions it has not seen: with the corpus confidence model, and with
+    the portable one (what another corpus gets, measured here on this one)."""
     from evals.runner import refinish
 
     out: list = []
+    portable: list = []
     for fold in range(folds):
         held = [r for i, r in enumerate(results) if i % folds == fold]
         fitted = fit_calibration([r for i, r in enumerate(results) if i % folds != fold], kb, score)
         out.extend(refinish(kb, held, fitted))
-    return out
+        assert fitted.portable is not None
+        confidence, threshold = fitted.portable
+        portable.extend(refinish(kb, held, Calibration(fitted.ranker, confidence, threshold)))
+    return out, portable
 
 
-def provenance(items: Sequence[Item], cv: dict[str, float]) -> dict[str, object]:
-    """Where a calibration came from: the commit, the questions, the constants, the cross-validated figures."""
+def provenance(
+    items: Sequence[Item], cv: dict[str, float], documents: Sequence[str], portable_cv: dict[str, float]
+) -> dict[str, object]:
+    """Where a calibration came from: the commit, the questions, the constants, the documents of the corpus
+    it was fitted on (kb.calibration.Calibration.for_corpus), the cross-validated figures of both models."""
     questions = hashlib.sha256("\n".join(f"{i.id}\t{i.question}" for i in items).encode()).hexdigest()[:12]
     return {
         "commit": _commit(),
@@ -98,6 +126,8 @@ def provenance(items: Sequence[Item], cv: dict[str, float]) -> dict[str, object]
         "questions_sha": questions,
         "tuning": answer_digest(),
         "cross_validated": {k: round(v, 4) for k, v in cv.items() if not math.isnan(v)},
+        "portable_cross_validated": {k: round(v, 4) for k, v in portable_cv.items() if not math.isnan(v)},
+        "documents": sorted(documents),
     }
 
 

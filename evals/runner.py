@@ -7,7 +7,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from evals.calibrate import cross_validated, fit_calibration, provenance
@@ -215,12 +215,26 @@ def calibrate(kb: KnowledgeBase, results: list[Result], out=sys.stdout) -> list[
     print(
         "tune, cross-validated (5-fold: each question answered by a calibration fitted without it)", file=out
     )
-    cv = by_group(cross_validated(tune, kb, calibration_score))
+    folded, portable = cross_validated(tune, kb, calibration_score)
+    cv = by_group(folded)
     print(table(cv) + "\n", file=out)
+    portable_cv = summarise(portable)
+    print(
+        "the portable confidence model (another corpus gets it), 5-fold on tune: "
+        + ", ".join(f"{k} {portable_cv[k]:.3f}" for k in ("support", "abstain_precision", "abstain_recall"))
+        + "\n",
+        file=out,
+    )
     fitted = fit_calibration(tune, kb, calibration_score)
     cv_all = {k: v for k, v in cv["tune/all"].items() if k != "n"}
-    calibration = Calibration(
-        fitted.ranker, fitted.confidence, fitted.threshold, provenance([r.item for r in tune], cv_all)
+    calibration = replace(
+        fitted,
+        provenance=provenance(
+            [r.item for r in tune],
+            cv_all,
+            kb.store.document_ids(),
+            {k: v for k, v in portable_cv.items() if k != "n"},
+        ),
     )
     models = kb.answerer.retriever.models
     calibration.save(models)

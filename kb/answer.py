@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Collection
 
 from kb.calibration import SENTENCE_FEATURES, AnswerFeatures, Calibration, SentenceFeatures
-from kb.candidates import Candidate, Draft, Featuriser, SentenceView, named_terms
+from kb.candidates import Candidate, Draft, Featuriser, SentenceView, named_terms, standout
 from kb.compose import Realiser, join, label
 from kb.config import MAX_QUESTION_CHARS
 from kb.retrieve import Retriever
@@ -67,7 +67,10 @@ class Answerer:
         self.retriever = retriever
         self.answering = answering
         self.max_question_chars = max_question_chars
-        self.calibration = calibration or Calibration.load(retriever.models)
+        # the confidence model fitted on this corpus, or the portable one on another (kb.calibration)
+        self.calibration = (calibration or Calibration.load(retriever.models)).for_corpus(
+            retriever.store.document_ids()
+        )
         self.store = retriever.store
         self.featuriser = Featuriser(retriever, answering)
         self.realiser = Realiser(self.store, retriever.embedders, answering)
@@ -115,6 +118,7 @@ class Answerer:
             missing_name,
             relevance,
             signals.query_lang,
+            standout(signals),
         )
 
     def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:

@@ -151,6 +151,23 @@ class Draft:
     missing_name: float = 0.0  # 1.0 when the question names something nothing quotable mentions
     relevance: float = 0.0  # the relevance model's best question-sentence cosine (0 without one)
     question_lang: str = ""  # the question's language (``lang`` may be another, when the asker sets it)
+    standout: float = 0.0  # how far the best sentence cosine stands above the rest (kb.candidates.standout)
+
+
+def standout(signals: Signals) -> float:
+    """How many standard deviations the question's best sentence cosine stands above its cosines to every
+    scored sentence of that sentence's language: the relevance model's, else the embedders' mean. Unlike a
+    cosine, it means the same on any corpus and across languages, where cosines run at other levels."""
+    sims = signals.relevance
+    if sims is None and signals.sentence_sims:
+        sims = np.mean([np.asarray(v, np.float32) for v in signals.sentence_sims.values()], axis=0)
+    if sims is None or len(sims) < 2:
+        return 0.0
+    best = int(np.argmax(sims))
+    langs = signals.langs[np.searchsorted(signals.rows, signals.sentences.row)]
+    same = sims[langs == langs[best]]
+    spread = float(same.std())
+    return float((sims[best] - same.mean()) / spread) if spread > 0 else 0.0
 
 
 class Featuriser:
@@ -267,4 +284,5 @@ class Featuriser:
             across=float(best.lang != draft.lang),
             relevance=draft.relevance,
             chinese=float(draft.question_lang == "zh"),
+            standout=draft.standout,
         )

@@ -6,10 +6,12 @@ import json
 import re
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
-from kb.answer import ABSTAIN, InvalidQuestion, verify
-from kb.calibration import Calibration, CalibrationError
+from kb.answer import ABSTAIN, Answerer, InvalidQuestion, verify
+from kb.calibration import PORTABLE_FEATURES, Calibration, CalibrationError
+from kb.candidates import standout
 from kb.compose import join, label
 from kb.store import iter_chunks
 from kb.text import detect_lang
@@ -161,6 +163,42 @@ def test_a_calibration_naming_other_features_is_refused_with_a_clear_message(tmp
     path.write_text(json.dumps({"minilm+use": entry}), encoding="utf-8")
     with pytest.raises(CalibrationError, match=r"missing \['dense'\], unknown \['renamed_feature'\]"):
         Calibration.load(["use", "minilm"], path)
+
+
+def test_another_corpus_gets_the_portable_confidence_model_and_the_fitted_corpus_its_own(kb, tmp_path):
+    """A confidence model fitted on absolute cosines serves only the corpus it was fitted on."""
+    shipped = kb.answerer.calibration
+    assert shipped.provenance["documents"] == kb.store.document_ids()  # kb/calibration.json: this corpus
+    assert shipped.portable is not None and shipped.confidence.coef["relevance"] != 0
+    portable, threshold = shipped.portable
+    assert {n for n, w in portable.coef.items() if w} <= set(PORTABLE_FEATURES)
+    here = kb.store.document_ids()
+    assert shipped.for_corpus(here + ["new/doc"]) is shipped  # a corpus that grew a little
+    elsewhere = shipped.for_corpus(here[:2] + [f"other/{i}" for i in range(5)])
+    assert (elsewhere.confidence, elsewhere.threshold, elsewhere.ranker) == (
+        portable,
+        threshold,
+        shipped.ranker,
+    )
+    assert Calibration().for_corpus(["other/doc"]) == Calibration()  # nothing recorded: used as it is
+    moved = replace(shipped, provenance={**shipped.provenance, "documents": ["other/doc"]})
+    answerer = Answerer(kb.answerer.retriever, moved)
+    assert answerer.calibration.confidence == portable
+    path = tmp_path / "calibration.json"
+    shipped.save(["use", "minilm"], path)
+    assert Calibration.load(["use", "minilm"], path).portable == shipped.portable  # stored and read back
+
+
+def test_standout_is_the_best_cosine_in_standard_deviations_over_its_language(kb):
+    retriever = kb.answerer.retriever
+    question = "Which regions had C5 at launch?"
+    signals = retriever.with_relevance(question, retriever.signals(question))
+    cosines = signals.relevance
+    langs = signals.langs[np.searchsorted(signals.rows, signals.sentences.row)]
+    same = cosines[langs == langs[int(np.argmax(cosines))]]
+    assert standout(signals) == pytest.approx((cosines.max() - same.mean()) / same.std(), rel=1e-5)
+    assert standout(signals) > 2  # an answerable question's best sentence stands out
+    assert kb.answerer.draft(question).standout == pytest.approx(standout(signals))
 
 
 @pytest.mark.parametrize("question", ["", "   ", "x" * 2001])
