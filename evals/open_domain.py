@@ -124,7 +124,7 @@ def run_setup(
         flush=True,
     )
     kb = KnowledgeBase.open(settings)
-    tallies = {}
+    tallies: dict[str, Tally] = {}
     for lang, qids in asks.items():
         tally = tallies.setdefault(lang, Tally())
         for qid in qids:
