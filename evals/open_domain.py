@@ -5,16 +5,19 @@ paragraphs (``../shared/bench/xquad``, read in place) are written as articles, i
 ingest`` does with the shipped models, and third-party questions are asked through ``KnowledgeBase.ask``
 with the shipped calibration (fitted on the C5 golden ``tune`` split: nothing here is tuned on XQuAD).
 
-Two set-ups:
+Three set-ups:
 
 - ``both``: the English and the Chinese paragraphs indexed; English and Chinese questions. Is the answer
   quoted in the question's language (every citation), and is the question's paragraph (or its twin) quoted?
 - ``zh-only``: the Chinese paragraphs alone; English questions. Is the question's paragraph quoted, or
   is the question abstained on?
+- ``half``: a fixed half of the English paragraphs (by id hash); English questions, of which those whose
+  paragraph is left out should be abstained on (another paragraph of the same article is often near): the
+  abstention precision and recall that the other set-ups, where every question is answerable, cannot show.
 
 XQuAD in BEIR layout carries paragraph judgements, not answer spans, so "gold paragraph quoted" bounds the
-check's "gold span in the answer" from above. A question counts once; the same questions (a fixed sample
-by id hash, ``--questions`` per language) are asked in both set-ups.
+check's "gold span in the answer" from above. The same questions (a fixed sample by id hash, ``--questions``
+per language) are asked in every set-up.
 
     python -m evals.open_domain                  # 150 questions per language; prints a table
     python -m evals.open_domain --questions 40   # quicker
@@ -25,17 +28,17 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.beir import find_bench, load_beir, subsample
+from evals.beir import find_bench, half, load_beir, subsample
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
 from kb.types import Answer
 
 QUESTIONS = 150
-SETUPS = {"both": ("en", "zh"), "zh-only": ("zh",)}  # set-up -> paragraph languages indexed
+SETUPS = {"both": ("en", "zh"), "zh-only": ("zh",), "half": ("en",)}  # set-up -> paragraph languages indexed
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,17 @@ def load(bench: Path) -> Paragraphs:
     )
 
 
-def write_corpus(paragraphs: Paragraphs, langs: Sequence[str], folder: Path) -> dict[str, str]:
-    """Each paragraph as an article ``article/xquad-<n>.<lang>.md``; returns paragraph id -> doc id."""
+def write_corpus(
+    paragraphs: Paragraphs, langs: Sequence[str], folder: Path, keep: Collection[str] | None = None
+) -> dict[str, str]:
+    """Each paragraph (of ``keep`` only, when given) as an article ``article/xquad-<n>.<lang>.md``;
+    returns paragraph id -> doc id."""
     (folder / "article").mkdir(parents=True, exist_ok=True)
     doc_ids = {}
     for lang in langs:
         for n, (pid, text) in enumerate(sorted(paragraphs.text[lang].items())):
+            if keep is not None and pid not in keep:
+                continue
             name = f"xquad-{n:03d}.{lang}"
             title = f"XQuAD paragraph {n}" if lang == "en" else f"XQuAD 段落 {n}"
             front = f'---\ntitle: "{title}"\nlang: {lang}\n---\n\n'
@@ -79,25 +87,42 @@ def write_corpus(paragraphs: Paragraphs, langs: Sequence[str], folder: Path) -> 
     return doc_ids
 
 
+HEADER = (
+    "| set-up | questions (answerable + not) | answered (of answerable) | quoted in the question's language "
+    "(of answered) | gold paragraph quoted (of answerable) | abstention precision | abstention recall |\n"
+    "|---|---:|---:|---:|---:|---:|---:|"
+)
+
+
 @dataclass
 class Tally:
-    asked: int = 0
+    asked: int = 0  # answerable: the question's paragraph is indexed
     answered: int = 0
     in_question_lang: int = 0  # answered, and every citation in the question's language
     gold_quoted: int = 0  # answered, and some citation from the question's paragraph (either language)
+    unanswerable: int = 0  # the question's paragraph is not indexed
+    abstained_right: int = 0  # abstained on an unanswerable question
+    answered_wrong: int = 0  # answered an unanswerable question
 
     def row(self, name: str) -> str:
         def share(k: int, n: int) -> str:
             return f"{k / n:.2f} ({k}/{n})" if n else "–"
 
+        abstained = self.asked - self.answered + self.abstained_right
         return (
-            f"| {name} | {self.asked} | {share(self.answered, self.asked)} "
+            f"| {name} | {self.asked} + {self.unanswerable} | {share(self.answered, self.asked)} "
             f"| {share(self.in_question_lang, self.answered)} | {share(self.gold_quoted, self.asked)} "
-            f"| {share(self.asked - self.answered, self.asked)} |"
+            f"| {share(self.abstained_right, abstained) if self.unanswerable else '–'} "
+            f"| {share(self.abstained_right, self.unanswerable)} |"
         )
 
 
 def judge(answer: Answer, lang: str, gold_docs: set[str], tally: Tally) -> None:
+    if not gold_docs:
+        tally.unanswerable += 1
+        tally.abstained_right += answer.abstained
+        tally.answered_wrong += not answer.abstained
+        return
     tally.asked += 1
     if answer.abstained:
         return
@@ -111,7 +136,8 @@ def run_setup(
 ) -> dict[str, Tally]:
     """Index the set-up's paragraphs, ask the questions, tally per question language."""
     folder = workdir / setup
-    doc_ids = write_corpus(paragraphs, SETUPS[setup], folder / "corpus")
+    keep = set(half(paragraphs.text["en"], dev=True)) if setup == "half" else None
+    doc_ids = write_corpus(paragraphs, SETUPS[setup], folder / "corpus", keep)
     settings = Settings(index_dir=folder / "index", corpus_dir=folder / "corpus")
     from service.indexing import ingest  # the product's own ingest path, as `kbq ingest`
 
@@ -162,11 +188,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
         tallies = run_setup(paragraphs, "zh-only", {"en": sample}, workdir)
         rows.append(tallies["en"].row("Chinese only, English questions"))
+        tallies = run_setup(paragraphs, "half", {"en": sample}, workdir)
+        rows.append(tallies["en"].row("half the English paragraphs, English questions"))
     print()
-    print(
-        "| set-up | questions | answered | quoted in the question's language (of answered) | gold paragraph quoted | abstained |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
+    print(HEADER)
     print("\n".join(rows))
 
 
