@@ -22,7 +22,7 @@ from ingest import PARSER_VERSION
 from kb.config import Settings
 from kb.embed import load_embedder
 from kb.indexer import writer_lock
-from kb.knowledge import indexed_names
+from kb.knowledge import indexed_names, sentence_only_names
 from kb.stores import open_writer
 
 
@@ -36,9 +36,8 @@ def main() -> None:
     settings = Settings(
         index_dir=Path(config["index_dir"]), store=config["store"], milvus_uri=config.get("milvus_uri", "")
     )
-    names = indexed_names(
-        Settings(embed_model=config["models"], relevance_model=config.get("relevance", "none"))
-    )
+    roles = Settings(embed_model=config["models"], relevance_model=config.get("relevance", "none"))
+    names = indexed_names(roles)
     embedders = [load_embedder(name, Path(config["model_cache"])) for name in names]
     work = prepare(embedders, config["seed"], config["zh_share"], log=log, with_queries=False)
     out: dict = {"load": {"start": os.getloadavg()}, "memory": {"start": memory()}}
@@ -47,7 +46,7 @@ def main() -> None:
     peak_tree = 0.0
     started = time.perf_counter()
     with writer_lock(settings.index_dir):
-        writer = open_writer(settings, embedders, PARSER_VERSION, rebuild=True)
+        writer = open_writer(settings, embedders, PARSER_VERSION, True, sentence_only_names(roles))
         try:
             batches = records(work, config["chunks"], config["batch_docs"])
             while True:

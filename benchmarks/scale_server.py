@@ -258,7 +258,8 @@ def upsert_one(
     out: dict = {"doc_id": record.document.doc_id, "chunks": len(record.chunks)}
     start = time.perf_counter()
     with writer_lock(settings.index_dir):
-        writer = open_writer(settings, models, PARSER_VERSION)
+        only_answering = [m.model_id for m in models if m.model_id not in retriever.embedders]
+        writer = open_writer(settings, models, PARSER_VERSION, sentence_only=only_answering)
         try:
             out["open_writer_s"] = round(time.perf_counter() - start, 3)
             t = time.perf_counter()

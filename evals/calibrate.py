@@ -113,10 +113,10 @@ def cross_validated(
 
 
 def provenance(
-    items: Sequence[Item], cv: dict[str, float], documents: Sequence[str], portable_cv: dict[str, float]
+    items: Sequence[Item], cv: dict[str, float], digests: Sequence[str], portable_cv: dict[str, float]
 ) -> dict[str, object]:
-    """Where a calibration came from: the commit, the questions, the constants, the documents of the corpus
-    it was fitted on (kb.calibration.Calibration.for_corpus), the cross-validated figures of both models."""
+    """Where a calibration came from: the commit, the questions, the constants, the source digests of the
+    corpus's documents (kb.calibration.Calibration.for_corpus), the cross-validated figures of both models."""
     questions = hashlib.sha256("\n".join(f"{i.id}\t{i.question}" for i in items).encode()).hexdigest()[:12]
     return {
         "commit": _commit(),
@@ -127,7 +127,7 @@ def provenance(
         "tuning": answer_digest(),
         "cross_validated": {k: round(v, 4) for k, v in cv.items() if not math.isnan(v)},
         "portable_cross_validated": {k: round(v, 4) for k, v in portable_cv.items() if not math.isnan(v)},
-        "documents": sorted(documents),
+        "documents": sorted(digests),
     }
 
 

@@ -232,7 +232,7 @@ def calibrate(kb: KnowledgeBase, results: list[Result], out=sys.stdout) -> list[
         provenance=provenance(
             [r.item for r in tune],
             cv_all,
-            kb.store.document_ids(),
+            list(kb.store.digests().values()),
             {k: v for k, v in portable_cv.items() if k != "n"},
         ),
     )

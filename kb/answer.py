@@ -69,7 +69,7 @@ class Answerer:
         self.max_question_chars = max_question_chars
         # the confidence model fitted on this corpus, or the portable one on another (kb.calibration)
         self.calibration = (calibration or Calibration.load(retriever.models)).for_corpus(
-            retriever.store.document_ids()
+            retriever.store.digests().values()
         )
         self.store = retriever.store
         self.featuriser = Featuriser(retriever, answering)
@@ -118,7 +118,7 @@ class Answerer:
             missing_name,
             relevance,
             signals.query_lang,
-            standout(signals),
+            standout(signals, self.answering.standout_sentences),
         )
 
     def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:

@@ -1,14 +1,16 @@
 """The two small models the answerer reads, their features, and where their fitted coefficients live.
 
 A sentence ranker (is this sentence the answer?) and a confidence model (does the material cover this
-question?), plus the abstention threshold. Each model's features are one frozen dataclass here: its
+question?), plus the abstention threshold; and a portable confidence model with its own threshold, which
+answers on a corpus other than the one the calibration was fitted on (``Calibration.for_corpus``). Each model's features are one frozen dataclass here: its
 fields are the feature names, the answerer fills every one, and a calibration whose coefficients name
 other features is refused with a message instead of silently weighing a feature 0.
 
 ``kbq eval --calibrate`` fits them on the golden ``tune`` split and stores them in
 ``kb/calibration.json``, one entry per embedder set (cosines and fused scores differ between embedders),
 with its provenance: the commit, a hash of the questions, a hash of the question-time constants it was
-fitted under (kb.tuning.answer_digest) and its cross-validated figures.
+fitted under (kb.tuning.answer_digest), the source digests of the corpus's documents and the cross-validated
+figures of both confidence models.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kb.tuning import answer_digest
+from kb.tuning import ANSWERING, answer_digest
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,6 @@ ANSWER_FEATURES = names_of(AnswerFeatures)
 # same anywhere; it serves a corpus mostly other than the one the calibration was fitted on.
 CORPUS_FEATURES = tuple(n for n in ANSWER_FEATURES if n != "standout")
 PORTABLE_FEATURES = ("standout", "asks_unmet", "across", "chinese")
-SAME_CORPUS = 0.5  # by hand: the corpus model serves an index at least this share of whose documents it saw
 
 
 class CalibrationError(ValueError):
@@ -152,19 +153,27 @@ class Calibration:
     provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
     portable: tuple[Logistic, float] | None = None  # (confidence model, threshold) on PORTABLE_FEATURES
 
-    def for_corpus(self, doc_ids: Collection[str]) -> Calibration:
-        """This calibration for an index of ``doc_ids``: as it is when at least ``SAME_CORPUS`` of them are
-        documents it was fitted on (``provenance["documents"]``), else with its portable confidence model."""
+    def for_corpus(self, digests: Collection[str]) -> Calibration:
+        """This calibration for an index whose documents have the source ``digests``: as it is when at least
+        ``ANSWERING.same_corpus`` of them are documents it was fitted on (``provenance["documents"]``, digests
+        too: the same content, not only the same file names), else with its portable confidence model."""
         fitted = set(self.provenance.get("documents") or ())
-        if not fitted or self.portable is None or not doc_ids:
+        if not fitted or self.portable is None or not digests:
             return self
-        if sum(d in fitted for d in doc_ids) >= SAME_CORPUS * len(doc_ids):
+        if sum(d in fitted for d in digests) >= ANSWERING.same_corpus * len(digests):
             return self
-        log.info(
-            "the index is mostly other documents than the calibration was fitted on: portable confidence"
+        log.warning(
+            "the index is mostly other documents than the calibration was fitted on: answering with its "
+            "portable confidence model; `kbq eval --calibrate` on golden questions of this corpus fits its own"
         )
         confidence, threshold = self.portable
-        return replace(self, confidence=confidence, threshold=threshold, portable=None)
+        serving = {**self.provenance, "serving": "portable"}
+        return replace(self, confidence=confidence, threshold=threshold, portable=None, provenance=serving)
+
+    @property
+    def serving(self) -> str:
+        """Which confidence model answers: ``corpus``, or ``portable`` on another corpus (``for_corpus``)."""
+        return str(self.provenance.get("serving", "corpus"))
 
     MODELS: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = (
         ("ranker", SENTENCE_FEATURES),

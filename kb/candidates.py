@@ -154,19 +154,25 @@ class Draft:
     standout: float = 0.0  # how far the best sentence cosine stands above the rest (kb.candidates.standout)
 
 
-def standout(signals: Signals) -> float:
+def standout(signals: Signals, minimum: int = ANSWERING.standout_sentences) -> float:
     """How many standard deviations the question's best sentence cosine stands above its cosines to every
-    scored sentence of that sentence's language: the relevance model's, else the embedders' mean. Unlike a
-    cosine, it means the same on any corpus and across languages, where cosines run at other levels."""
+    sentence of that sentence's language: the relevance model's, else the embedders' mean. Unlike a cosine,
+    it means the same on any corpus and across languages, where cosines run at other levels. Every sentence
+    is every scored one in an exact store; in a large one the store's sample stands for them (with the
+    relevance model; without it, the candidates' sentences do, which stand out less). Like the relevance
+    cosine, it reads the whole corpus whatever sources or languages the question is restricted to."""
     sims = signals.relevance
     if sims is None and signals.sentence_sims:
         sims = np.mean([np.asarray(v, np.float32) for v in signals.sentence_sims.values()], axis=0)
-    if sims is None or len(sims) < 2:
+    if sims is None or not len(sims):
         return 0.0
-    best = int(np.argmax(sims))
     langs = signals.langs[np.searchsorted(signals.rows, signals.sentences.row)]
-    same = sims[langs == langs[best]]
-    spread = float(same.std())
+    best = int(np.argmax(sims))
+    every, every_lang = (
+        signals.background if signals.relevance is not None and signals.background else (sims, langs)
+    )
+    same = every[every_lang == langs[best]]
+    spread = float(same.std()) if len(same) >= minimum else 0.0
     return float((sims[best] - same.mean()) / spread) if spread > 0 else 0.0
 
 

@@ -15,7 +15,7 @@ from kb.config import Settings
 from kb.embed import Embedder, embedder_names, load_embedder, relevance_name
 from kb.indexer import SourceRecord, UpdateReport, update_index
 from kb.retrieve import Retriever, Weights
-from kb.store import Store
+from kb.store import Store, check_roles
 from kb.stores import current_version, open_store
 from kb.types import Answer, Document, Hit
 
@@ -94,6 +94,7 @@ class KnowledgeBase:
         store = open_store(
             self.settings, indexed_names(self.settings), reuse=previous.store if previous else None
         )
+        check_roles(store.manifest, self.settings.index_dir, names)
         relevance = relevance_name(self.settings.relevance_model)
         if previous is not None:
             embedders, scorer = previous.retriever.embedders, previous.retriever.relevance  # loaded once
@@ -176,6 +177,7 @@ class KnowledgeBase:
             "documents": counts["documents"],
             "chunks": counts["chunks"],
             "embedders": [e["id"] for e in store.manifest["embedders"]],
+            "confidence": self._state.answerer.calibration.serving,  # kb.calibration.Calibration.for_corpus
             "store": self.settings.store,
             "path": str(Path(self.settings.index_dir))
             if self.settings.store == "local"

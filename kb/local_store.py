@@ -86,6 +86,7 @@ class LocalStore(StoreBase):
         self.segments = segments
         self.dead_df = dict(dead_df)
         self._dims = {e["id"]: int(e["dim"]) for e in manifest["embedders"]}
+        self._chunk_models = frozenset(chunk_models(manifest))
         self.bases = np.cumsum([0] + [s.rows for s in segments]).astype(np.int64)
         self.unit_bases = np.cumsum([0] + [s.units for s in segments]).astype(np.int64)
         catalog = manifest["documents"]
@@ -215,6 +216,7 @@ class LocalStore(StoreBase):
             yield i, self.segments[i], at, rows[at] - self.bases[i]
 
     def dense_search(self, model_id: str, vector: np.ndarray, k: int) -> Scored:
+        self._with_chunks(model_id)
         found_rows, found_scores = [], []
         for i, seg in enumerate(self.segments):
             rows, scores = seg.dense_search(model_id, vector, k, self.live_masks[i])
@@ -223,12 +225,14 @@ class LocalStore(StoreBase):
         return _best(found_rows, found_scores, k)
 
     def chunk_vectors(self, model_id: str, rows: np.ndarray) -> np.ndarray:
+        self._with_chunks(model_id)
         out = np.zeros((len(rows), self._dims[model_id]), np.float32)
         for _, seg, at, local in self._by_segment(np.asarray(rows, np.int64)):
             out[at] = seg.chunk_vectors(model_id, local)
         return out
 
     def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        self._with_chunks(model_id)
         out = np.zeros(len(rows), np.float32)
         for _, seg, at, local in self._by_segment(np.asarray(rows, np.int64)):
             out[at] = seg.dense_scores(model_id, vector, local)

@@ -83,6 +83,9 @@ class Signals:
     sentences: SentenceRows  # the candidates' sentences
     sentence_sims: dict[str, np.ndarray]  # per embedder, aligned with sentences
     relevance: np.ndarray | None = None  # the relevance model's cosines, aligned with sentences
+    # a large store's sample sentences (Sample): the relevance model's cosines to them and their languages,
+    # which stand for every sentence of the corpus (kb.candidates.standout); None when the store is exact
+    background: tuple[np.ndarray, np.ndarray] | None = None
 
     def sentence_positions(self, row: int) -> range:
         """Where one candidate row's sentences sit in ``sentences``."""
@@ -121,6 +124,7 @@ class Retriever:
             self._prior = official_prior(np.isin(self._kinds, OFFICIAL_KINDS), fusion.official_prior)
         self._passage_weights: dict[tuple[str, str], np.ndarray] = {}
         self._sample: Sample | None = None
+        self._relevance_sample: tuple[np.ndarray, np.ndarray] | None = None  # vectors, languages
 
     def embed(self, query: str) -> dict[str, np.ndarray]:
         """The question's vector from each embedder, computed once and shared by every stage."""
@@ -210,7 +214,15 @@ class Retriever:
             return signals
         model_id = self.relevance.model_id
         vectors = self.store.sentences(signals.rows, [model_id]).vectors[model_id]
-        return replace(signals, relevance=inner_products(vectors, question))
+        background = None
+        if not self.store.exact:
+            if self._relevance_sample is None:  # a race reads the same sample twice, harmlessly
+                rows = self.store.sample_rows()
+                sample = self.store.sentences(rows, [model_id])
+                langs = self.store.langs(rows)[np.searchsorted(rows, sample.row)]
+                self._relevance_sample = (sample.vectors[model_id], langs)
+            background = (inner_products(self._relevance_sample[0], question), self._relevance_sample[1])
+        return replace(signals, relevance=inner_products(vectors, question), background=background)
 
     @property
     def models(self) -> list[str]:

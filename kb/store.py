@@ -82,7 +82,8 @@ class SentenceRows:
 
 @dataclass
 class DocumentRecord:
-    """One document ready to store: its chunks, their answer units, and the vectors of both per model."""
+    """One document ready to store: its chunks, their answer units, and per model their vectors (chunk vectors
+    only for models that have them, kb.store.chunk_models)."""
 
     document: Document
     chunks: list[Chunk]
@@ -179,6 +180,7 @@ class StoreBase:
 
     _manifest: dict
     _dims: dict[str, int]
+    _chunk_models: frozenset[str] = frozenset()
     _exact: bool
     _rows: np.ndarray
     _sample: np.ndarray | None = None
@@ -201,6 +203,11 @@ class StoreBase:
 
     def size(self) -> int:
         return len(self._rows)
+
+    def _with_chunks(self, model_id: str) -> None:
+        """Dense search and chunk vectors exist only for models with chunk vectors (``chunk_models``)."""
+        if model_id not in self._chunk_models:
+            raise ValueError(f"{model_id} has no chunk vectors in this index (it embeds answer units only)")
 
     def live_rows(self) -> np.ndarray:
         return self._rows
@@ -273,6 +280,17 @@ def chunk_models(settings: Mapping) -> list[str]:
     dense search. The others embed answer units only: the relevance model, which only answering reads,
     would otherwise embed every chunk for nothing (a third of an ingest with the default models)."""
     return [e["id"] for e in settings["embedders"] if e.get("chunks", True)]
+
+
+def check_roles(manifest: Mapping, where: object, retrieval_ids: Sequence[str]) -> None:
+    """Raise ``IndexUnavailable`` when a retrieval embedder has no chunk vectors in the index: it was built
+    as the relevance model, which embeds answer units only (the roles changed since the last ingest)."""
+    missing = [m for m in retrieval_ids if m not in chunk_models(manifest)]
+    if missing:
+        raise IndexUnavailable(
+            f"index at {where} holds no chunk vectors for {'+'.join(missing)} (built as the relevance "
+            "model): run `kbq ingest` to rebuild it"
+        )
 
 
 def check_models(manifest: Mapping, where: object, model_ids: Sequence[str] | None) -> None:

@@ -130,6 +130,15 @@ class Answering:
         "counterpart) stays only if it is the best one (kbq eval --tune: language match against support)",
     )
     min_sentence_chars: int = tuned(6, "by hand", "shorter spans are list markers or headings, never answers")
+    same_corpus: float = tuned(
+        0.5,
+        "by hand",
+        "the corpus confidence model serves an index at least this share of whose documents (by content) it was "
+        "fitted on; a corpus mostly of others gets the portable one (kb.calibration)",
+    )
+    standout_sentences: int = tuned(
+        10, "by hand", "fewer sentences of a language than this make no spread to stand out from (standout 0)"
+    )
     nearest_on_abstain: int = tuned(3, "by hand", "passages listed for the reader to check on abstention")
 
 

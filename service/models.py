@@ -135,6 +135,10 @@ class HealthOut(BaseModel):
     version: str
     documents: int
     chunks: int
+    confidence: Literal["corpus", "portable"] = Field(
+        description="the confidence model answering: the one fitted on this corpus, or the portable one "
+        "(the index is mostly other documents than the calibration was fitted on)"
+    )
 
 
 class ErrorBody(BaseModel):

@@ -18,6 +18,7 @@ def healthz(kb: KnowledgeDep) -> dict:
         "version": stats["version"],
         "documents": stats["documents"],
         "chunks": stats["chunks"],
+        "confidence": stats["confidence"],
     }
 
 

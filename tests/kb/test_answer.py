@@ -13,7 +13,8 @@ from kb.answer import ABSTAIN, Answerer, InvalidQuestion, verify
 from kb.calibration import PORTABLE_FEATURES, Calibration, CalibrationError
 from kb.candidates import standout
 from kb.compose import join, label
-from kb.store import iter_chunks
+from kb.retrieve import Signals
+from kb.store import SentenceRows, iter_chunks
 from kb.text import detect_lang
 from kb.tuning import ANSWERING
 
@@ -166,39 +167,58 @@ def test_a_calibration_naming_other_features_is_refused_with_a_clear_message(tmp
 
 
 def test_another_corpus_gets_the_portable_confidence_model_and_the_fitted_corpus_its_own(kb, tmp_path):
-    """A confidence model fitted on absolute cosines serves only the corpus it was fitted on."""
+    """A confidence model fitted on absolute cosines serves only the corpus it was fitted on, by content."""
     shipped = kb.answerer.calibration
-    assert shipped.provenance["documents"] == kb.store.document_ids()  # kb/calibration.json: this corpus
+    here = sorted(kb.store.digests().values())
+    assert shipped.provenance["documents"] == here  # kb/calibration.json was fitted on this corpus
     assert shipped.portable is not None and shipped.confidence.coef["relevance"] != 0
     portable, threshold = shipped.portable
     assert {n for n, w in portable.coef.items() if w} <= set(PORTABLE_FEATURES)
-    here = kb.store.document_ids()
-    assert shipped.for_corpus(here + ["new/doc"]) is shipped  # a corpus that grew a little
-    elsewhere = shipped.for_corpus(here[:2] + [f"other/{i}" for i in range(5)])
+    assert shipped.for_corpus([*here, "a-new-document"]) is shipped  # a corpus that grew a little
+    elsewhere = shipped.for_corpus(here[:2] + [f"other-{i}" for i in range(len(here))])
     assert (elsewhere.confidence, elsewhere.threshold, elsewhere.ranker) == (
         portable,
         threshold,
         shipped.ranker,
     )
-    assert Calibration().for_corpus(["other/doc"]) == Calibration()  # nothing recorded: used as it is
-    moved = replace(shipped, provenance={**shipped.provenance, "documents": ["other/doc"]})
-    answerer = Answerer(kb.answerer.retriever, moved)
-    assert answerer.calibration.confidence == portable
+    assert (shipped.serving, elsewhere.serving, kb.stats()["confidence"]) == ("corpus", "portable", "corpus")
+    assert Calibration().for_corpus(["other"]) == Calibration()  # nothing recorded: used as it is
+    moved = replace(shipped, provenance={**shipped.provenance, "documents": ["other"]})
+    assert Answerer(kb.answerer.retriever, moved).calibration.confidence == portable
     path = tmp_path / "calibration.json"
     shipped.save(["use", "minilm"], path)
     assert Calibration.load(["use", "minilm"], path).portable == shipped.portable  # stored and read back
 
 
-def test_standout_is_the_best_cosine_in_standard_deviations_over_its_language(kb):
-    retriever = kb.answerer.retriever
-    question = "Which regions had C5 at launch?"
-    signals = retriever.with_relevance(question, retriever.signals(question))
-    cosines = signals.relevance
-    langs = signals.langs[np.searchsorted(signals.rows, signals.sentences.row)]
-    same = cosines[langs == langs[int(np.argmax(cosines))]]
-    assert standout(signals) == pytest.approx((cosines.max() - same.mean()) / same.std(), rel=1e-5)
-    assert standout(signals) > 2  # an answerable question's best sentence stands out
-    assert kb.answerer.draft(question).standout == pytest.approx(standout(signals))
+def _signals(cosines, langs, background=None):
+    rows = np.arange(len(cosines), dtype=np.int64)
+    sentences = SentenceRows(rows, rows, rows.astype(np.int32), rows.astype(np.int32) + 1, {})
+    return Signals(
+        "en",
+        rows,
+        np.array(langs),
+        np.array(["faq"] * len(rows)),
+        None,
+        {},
+        sentences,
+        {},
+        np.array(cosines, np.float32),
+        background,
+    )
+
+
+def test_standout_measures_the_best_cosine_against_its_language_or_the_stores_sample(kb):
+    assert kb.answerer.draft("Which regions had C5 at launch?").standout > 2  # its answer stands out
+    cosines = [0.9, 0.5, 0.6, 0.7, 0.8, 0.1]
+    langs = ["en", "en", "en", "en", "en", "zh"]
+    same = np.array(cosines[:5], np.float32)
+    assert standout(_signals(cosines, langs), minimum=5) == pytest.approx(
+        (0.9 - same.mean()) / same.std(), rel=1e-5
+    )
+    assert standout(_signals(cosines, langs), minimum=6) == 0.0  # too few English sentences to have a spread
+    sample = (np.array([0.2, 0.4, 0.3, 0.95], np.float32), np.array(["en", "en", "en", "zh"]))
+    expected = (0.9 - np.mean([0.2, 0.4, 0.3])) / np.std([0.2, 0.4, 0.3])
+    assert standout(_signals(cosines, langs, sample), minimum=3) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("question", ["", "   ", "x" * 2001])

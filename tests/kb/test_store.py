@@ -14,7 +14,7 @@ from kb.embed import embedder_names
 from kb.indexer import SourceRecord, answer_units, update_index
 from kb.knowledge import KnowledgeBase, sentence_only_names
 from kb.local_store import LocalStore, segments_dir
-from kb.store import IndexUnavailable, chunk_models, file_slug
+from kb.store import IndexUnavailable, check_roles, chunk_models, file_slug
 from kb.stores import current_version
 from kb.tuning import INDEX
 from kb.types import Chunk, Document, Provenance
@@ -154,6 +154,15 @@ def test_the_relevance_model_embeds_answer_units_and_no_chunk(indexed_settings):
         and list(seg.glob(f"units-{file_slug(relevance)}.*"))
         for seg in segments
     )
+
+
+def test_an_index_whose_relevance_model_is_now_asked_to_retrieve_names_the_fix(indexed_settings):
+    """The relevance model has no chunk vectors, so it cannot become a retrieval embedder without an ingest."""
+    manifest = json.loads((indexed_settings.index_dir / "manifest.json").read_text())
+    (relevance,) = sentence_only_names(indexed_settings)
+    check_roles(manifest, "here", embedder_names(indexed_settings.embed_model))
+    with pytest.raises(IndexUnavailable, match=f"no chunk vectors for {relevance}.*kbq ingest"):
+        check_roles(manifest, "here", [*embedder_names(indexed_settings.embed_model), relevance])
 
 
 def test_reader_keeps_serving_while_a_new_version_is_swapped_in(private_settings):

@@ -748,7 +748,22 @@ def test_a_sentence_only_model_has_sentence_vectors_and_no_chunk_vectors(setting
         np.testing.assert_allclose(sentences.vectors[relevance.model_id], np.stack(expected), atol=2e-3)
         probe = RECORDS[0].vectors[MODELS[0][0]][0]
         assert int(store.dense_search(MODELS[0][0], probe, 1).rows[0]) in rows.tolist()
-        with pytest.raises(KeyError):
+        q = unit("q", 6)
+        calls = (
+            lambda: store.dense_search(relevance.model_id, q, 3),
+            lambda: store.dense_scores(relevance.model_id, q, rows),
+            lambda: store.chunk_vectors(relevance.model_id, rows),
+        )
+        for call in calls:
+            with pytest.raises(ValueError, match="no chunk vectors"):
+                call()
+    finally:
+        store.close()
+    write_all([], delete=[r.document.doc_id for r in [*RECORDS, NEW_FAQ]])  # an empty store says the same
+    store = open_store(settings)
+    try:
+        assert store.size() == 0
+        with pytest.raises(ValueError, match="no chunk vectors"):
             store.dense_search(relevance.model_id, unit("q", 6), 3)
     finally:
         store.close()
