@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers together; more is a 400
 LINGER_SECONDS = 2.0  # how long a refused connection's remaining input is read and dropped
+# uvicorn's supervisor kills a worker that does not answer its ping within this many seconds (default 5), and
+# a killed worker resets the connections it holds. Loading the index and the models holds the GIL for long
+# stretches, which on a loaded machine can keep the ping's thread waiting past 5 s. (One CI run saw a reset
+# connection with two workers; it did not reproduce, under load or not, so this is the likely cause, unproven.)
+WORKER_HEALTHCHECK_S = 60
 APP_FACTORY = "service.app:app_from_env"  # what each worker process of `kbq serve --workers N` imports
 _BAD_REQUEST = json.dumps(
     {
@@ -113,5 +118,11 @@ def run(settings: Settings, kb: KnowledgeBase, host: str, port: int) -> None:
     del kb
     os.environ.update(worker_environment(settings))
     uvicorn.run(
-        APP_FACTORY, factory=True, host=host, port=port, workers=settings.workers, **uvicorn_options(settings)
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=settings.workers,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+        **uvicorn_options(settings),
     )

@@ -81,11 +81,27 @@ def _signed_request(request: Request, body: bytes, secret: str) -> BoltRequest |
     ):
         return error_response(401, "unauthorized", "the request is not signed by Slack (or is too old)")
     try:
-        if not isinstance(parse_body(body.decode("utf-8"), headers.get("content-type")), dict):
-            raise ValueError("not a JSON object")
+        payload = parse_body(body.decode("utf-8"), headers.get("content-type"))
+        if not isinstance(payload, dict) or not _bolt_can_read(payload):
+            raise ValueError("not a Slack payload")
         return to_bolt_request(request, body)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError):  # bolt reads fields as it parses
         return error_response(400, "invalid_request", "the Slack payload could not be read")
+
+
+# Fields bolt's middlewares read as objects without checking (slack_bolt.request.internals,
+# ignoring_self_events: ``body.get("event", {}).get("bot_id")``): Slack always sends them so, a broken or
+# forged payload may not, and bolt then fails with a server error.
+OBJECT_FIELDS = ("event", "function_data")
+
+
+def _bolt_can_read(payload: dict) -> bool:
+    authorizations = payload.get("authorizations")
+    return all(isinstance(payload[k], dict) for k in OBJECT_FIELDS if k in payload) and (
+        authorizations is None
+        or isinstance(authorizations, list)
+        and all(isinstance(a, dict) for a in authorizations)
+    )
 
 
 def _json_errors(response: Response) -> Response:

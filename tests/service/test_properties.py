@@ -120,6 +120,10 @@ BODIES = st.one_of(
         lambda d: json.dumps(d).encode()
     ),
     st.sampled_from([b"[]", b"null", b"1", b'"x"', b"payload=%7Bnope", b"payload=[]", b'{"type": 5}']),
+    # fields bolt reads as objects, as something else (a fuzzed {"event": ""} once reached a 500)
+    st.sampled_from(
+        [b'{"event": ""}', b'{"event": null}', b'{"authorizations": [1]}', b'{"function_data": 2}']
+    ),
     texts.map(lambda t: ("payload=" + quote(json.dumps({"type": t}))).encode()),
 )
 
@@ -158,3 +162,14 @@ def test_signed_slack_requests_of_any_shape_are_answered_below_500(
     text = body.decode("utf-8", errors="replace")
     headers = signed_headers(SLACK_SECRET, text, content_type, timestamp=int(time.time()))
     _no_server_error(client.post(path, content=text.encode(), headers=headers))
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"event": ""}', b'{"event": null}', b'{"authorizations": [1]}', b'{"function_data": 2}']
+)
+def test_a_signed_payload_with_fields_of_the_wrong_shape_is_refused_as_a_400(
+    client: TestClient, body: bytes
+) -> None:
+    headers = signed_headers(SLACK_SECRET, body.decode(), "application/json", timestamp=int(time.time()))
+    response = client.post("/slack/events", content=body, headers=headers)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
