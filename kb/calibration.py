@@ -2,9 +2,10 @@
 
 A sentence ranker (is this sentence the answer?) and a confidence model (does the material cover this
 question?), plus the abstention threshold; and a portable confidence model with its own threshold, which
-answers on a corpus other than the one the calibration was fitted on (``Calibration.for_corpus``). Each model's features are one frozen dataclass here: its
-fields are the feature names, the answerer fills every one, and a calibration whose coefficients name
-other features is refused with a message instead of silently weighing a feature 0.
+answers on a corpus other than the one the calibration was fitted on (``Calibration.for_corpus``). Each
+model's features are one frozen dataclass here: its fields are the feature names, the answerer fills every
+one, and a calibration whose coefficients name other features is refused with a message instead of silently
+weighing a feature 0.
 
 ``kbq eval --calibrate`` fits them on the golden ``tune`` split and stores them in
 ``kb/calibration.json``, one entry per embedder set (cosines and fused scores differ between embedders),

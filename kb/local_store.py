@@ -86,7 +86,6 @@ class LocalStore(StoreBase):
         self.segments = segments
         self.dead_df = dict(dead_df)
         self._dims = {e["id"]: int(e["dim"]) for e in manifest["embedders"]}
-        self._chunk_models = frozenset(chunk_models(manifest))
         self.bases = np.cumsum([0] + [s.rows for s in segments]).astype(np.int64)
         self.unit_bases = np.cumsum([0] + [s.units for s in segments]).astype(np.int64)
         catalog = manifest["documents"]

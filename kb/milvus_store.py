@@ -20,7 +20,6 @@ from kb.store import (
     SentenceRows,
     StoreBase,
     check_models,
-    chunk_models,
 )
 from kb.tuning import INDEX, RETRIEVAL
 from kb.types import Chunk, Document
@@ -69,7 +68,6 @@ class MilvusStore(StoreBase):
         self.col = names.of(meta["generation"])
         _load(client, self.col.values())
         self._dims = {e["id"]: int(e["dim"]) for e in manifest["embedders"]}
-        self._chunk_models = frozenset(chunk_models(manifest))
         self.field = dense_fields(manifest["embedders"])  # sentences: every model's vector
         self.chunk_field = chunk_fields(manifest)  # chunks: only models with chunk vectors
         lexical = manifest["settings"]["lexical"]
@@ -230,7 +228,6 @@ class MilvusStore(StoreBase):
         return _best(rows, np.array([h["distance"] for h in hits], np.float32), k)
 
     def dense_scores(self, model_id: str, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        self._with_chunks(model_id)
         query = _unit(np.asarray(vector, np.float32).reshape(1, -1))[0]
         return (self.chunk_vectors(model_id, rows) @ query).astype(np.float32)
 

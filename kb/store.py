@@ -180,7 +180,6 @@ class StoreBase:
 
     _manifest: dict
     _dims: dict[str, int]
-    _chunk_models: frozenset[str] = frozenset()
     _exact: bool
     _rows: np.ndarray
     _sample: np.ndarray | None = None
@@ -206,7 +205,7 @@ class StoreBase:
 
     def _with_chunks(self, model_id: str) -> None:
         """Dense search and chunk vectors exist only for models with chunk vectors (``chunk_models``)."""
-        if model_id not in self._chunk_models:
+        if model_id not in chunk_models(self._manifest):
             raise ValueError(f"{model_id} has no chunk vectors in this index (it embeds answer units only)")
 
     def live_rows(self) -> np.ndarray:
