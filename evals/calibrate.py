@@ -31,6 +31,11 @@ from kb.tuning import answer_digest
 
 FOLDS = 5
 L2 = 0.01  # by hand: light regularisation, the features are few and standardised
+THRESHOLDS = np.linspace(0.05, 0.95, 37)  # the abstention thresholds tried, 0.025 apart
+# Steps either side a threshold's score is averaged over. The best single step moved with a question or two:
+# 5-fold on tune, the folds chose thresholds 0.525-0.65 (support + min(abstention P, R) 1.495); averaged over
+# 0.05 either side, 0.55-0.65 (1.505); 1 step: 1.505, 3 steps: 1.505.
+SMOOTHING = 2
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], l2: float = L2) -> Logistic:
@@ -57,7 +62,6 @@ def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Seque
     """The confidence model learns answerability rather than "was this answer supported": an answerable
     question answered from the wrong passage is a ranking error, and teaching the model to abstain on it
     would only make it abstain on answerable questions. ``score`` rates the results of a threshold."""
-    from evals.runner import refinish  # the runner imports this module
 
     corpus = Snapshot.of(kb.store)
     rows, labels = [], []
@@ -82,14 +86,31 @@ def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Seque
     fitted = []
     for keep in (CORPUS_FEATURES, PORTABLE_FEATURES):
         confidence = fit_on(x, y, ANSWER_FEATURES, keep)
-        best, best_score = 0.5, -math.inf
-        for threshold in np.linspace(0.05, 0.95, 37):  # 0.025 steps
-            s = score(refinish(kb, results, Calibration(ranker, confidence, float(threshold))))
-            if s > best_score + 1e-9:
-                best, best_score = float(threshold), s
-        fitted.append((confidence, round(best, 3)))
+        fitted.append((confidence, round(choose_threshold(kb, results, ranker, confidence, score), 3)))
     (confidence, threshold), portable = fitted
     return Calibration(ranker, confidence, threshold, portable=portable)
+
+
+def choose_threshold(
+    kb: KnowledgeBase,
+    results: Sequence,
+    ranker: Logistic,
+    confidence: Logistic,
+    score: Callable[[Sequence], float],
+) -> float:
+    """The threshold whose neighbourhood scores best (``plateau_best`` of ``score`` at each of THRESHOLDS), so
+    a lone spike that a question or two makes does not decide it."""
+    from evals.runner import refinish
+
+    scores = [score(refinish(kb, results, Calibration(ranker, confidence, float(t)))) for t in THRESHOLDS]
+    return float(THRESHOLDS[plateau_best(scores)])
+
+
+def plateau_best(scores: Sequence[float], smoothing: int = SMOOTHING) -> int:
+    """The index of the best score averaged over ``smoothing`` steps either side (the ends repeated)."""
+    padded = np.pad(np.asarray(scores, float), smoothing, mode="edge")
+    smoothed = np.convolve(padded, np.ones(2 * smoothing + 1) / (2 * smoothing + 1), mode="valid")
+    return int(np.argmax(smoothed))
 
 
 def cross_validated(

@@ -188,15 +188,25 @@ class Answerer:
         Within one passage only overlap counts: an FAQ answer or a comment does not restate itself,
         and its neighbouring sentences share a topic, so their vectors are close while each adds a
         fact ("set nvme_core.io_timeout" and "the maximum is 4294967295, or 255 before 4.15").
-        Across languages only multilingual vectors mean anything."""
+        Across languages only multilingual vectors mean anything. In one language, close vectors with a
+        figure only one of the two states are two facts on one topic ("2 GiB per vCPU" and "at most 72
+        vCPUs and 144 GiB"), not a restatement."""
         if a.row == b.row:
             return not (a.end <= b.start or b.end <= a.start)
+        if self._figures(a) ^ self._figures(b):
+            return False
         if a.lang != b.lang:
             return self.realiser.cosine(view, a.sid, b.sid) >= self.answering.counterpart
         return any(
             float(view.vector(m, a.sid) @ view.vector(m, b.sid)) > self.answering.redundant
             for m in self.retriever.embedders
         )
+
+    def _figures(self, cand: Candidate) -> frozenset[str]:
+        """The terms of a sentence that hold a digit: numbers, sizes, versions, instance types."""
+        doc = self.store.document(self.store.chunk(cand.row).doc_id)
+        terms = self.featuriser.terms(doc.text[cand.start : cand.end]) if doc else frozenset()
+        return frozenset(t for t in terms if any(ch.isdigit() for ch in t))
 
     # ------------------------------------------------------------ output
 

@@ -20,7 +20,7 @@ from kb.calibration import AnswerFeatures, SentenceFeatures
 from kb.fusion import signal_weight
 from kb.retrieve import Retriever, Signals
 from kb.store import SentenceRows, Store
-from kb.text import detect_lang, tokenize
+from kb.text import detect_lang, language_neutral, tokenize
 from kb.tuning import ANSWERING, Answering
 from kb.types import OFFICIAL_KINDS, Hit, quotable
 
@@ -136,6 +136,7 @@ class Candidate:
     official: bool
     lang: str
     features: SentenceFeatures
+    neutral: bool = False  # a code block without Chinese: in any language (kb.text.language_neutral)
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,8 @@ class Featuriser:
                     relevance=float(signals.relevance[i]) if signals.relevance is not None else 0.0,
                 )
                 official = hit.chunk.kind in OFFICIAL_KINDS
-                out.append(Candidate(int(table.sid[i]), hit.row, start, end, official, lang, features))
+                sid, neutral = int(table.sid[i]), language_neutral(text)
+                out.append(Candidate(sid, hit.row, start, end, official, lang, features, neutral))
         return out
 
     def similarity(self, signals: Signals, passage_lang: str, positions: Sequence[int]) -> dict[int, float]:

@@ -2,8 +2,9 @@
 
 A sentence from the other language is replaced by its counterpart: the matching sentence of the FAQ
 entry's twin (the entry key links them), or else a candidate of the answer's language that says the same
-thing. What nothing in the answer's language carries is quoted as it is, and the answer says where it
-comes from ("From the Chinese article:"). No fact is stated twice in two languages.
+thing. A code block without Chinese is in either language and is quoted as it is. What nothing in the
+answer's language carries is quoted as it is, and the answer says where it comes from ("From the Chinese
+article:"). No fact is stated twice in two languages.
 """
 
 from __future__ import annotations
@@ -74,11 +75,12 @@ class Realiser:
         """``chosen`` said in ``answer_lang`` where the material allows, without restating a fact."""
         out: list[Candidate] = []
         for cand in chosen:
-            said = (
-                cand
-                if cand.lang == answer_lang
-                else (self.counterpart(cand, pool, answer_lang, view) or cand)
-            )
+            if cand.lang == answer_lang:
+                said = cand
+            elif cand.neutral:
+                said = replace(cand, lang=answer_lang)  # a command reads the same in either language
+            else:
+                said = self.counterpart(cand, pool, answer_lang, view) or cand
             if any(c.sid == said.sid for c in out):
                 continue
             if said.lang != answer_lang and any(
@@ -86,15 +88,27 @@ class Realiser:
             ):
                 continue  # already said in the answer's language
             out.append(said)
-        return out
+        # A sentence left in the other language whose twin entry's closest sentence the answer quotes anyway
+        # says that sentence's fact again, or more of it in a way no vector tells apart from saying it again
+        # ("主要原因是…维护成本…低" beside "Its main argument was maintenance cost: …"): it goes.
+        quoted = {c.sid for c in out}
+        return [
+            c for c in out if c.lang == answer_lang or self._twin_closest(c, answer_lang, view) not in quoted
+        ]
 
     def counterpart(
         self, cand: Candidate, pool: Sequence[Candidate], answer_lang: str, view: SentenceView
     ) -> Candidate | None:
-        """The twin entry's closest sentence, or a candidate in ``answer_lang`` close enough to say the same."""
-        twin = self._twin_sentences(cand, answer_lang, view)
-        if twin:
-            best = max(twin, key=lambda sid: self.cosine(view, cand.sid, sid))
+        """The sentence of the twin entry that translates ``cand``, or a candidate in ``answer_lang`` close
+        enough to say the same.
+
+        Twin entries say the same things, not always sentence by sentence: one language may split, merge
+        or add a sentence. A twin sentence counts as ``cand``'s translation only when each is the other's
+        closest in its entry (mutual best match, as sentence aligners pair bitext); the closest alone can be
+        another fact ("detaching is a forced detach" has no sentence of its own in one twin, whose closest
+        is "kernels 4.2 and newer see a resize")."""
+        best = self._twin_closest(cand, answer_lang, view)
+        if best is not None and self._twin_closest(cand, cand.lang, view, sid=best) == cand.sid:
             row, start, end = view.span(best)
             return replace(cand, sid=best, row=row, start=start, end=end, lang=answer_lang)
         same = [c for c in pool if c.lang == answer_lang and c.official >= cand.official]
@@ -102,22 +116,33 @@ class Realiser:
         best_score, best_cand = max(scored, key=lambda x: x[0], default=(-1.0, None))
         return best_cand if best_cand is not None and best_score >= self.answering.counterpart else None
 
-    def _twin_sentences(self, cand: Candidate, answer_lang: str, view: SentenceView) -> list[int]:
-        chunk = self.store.chunk(cand.row)
+    def _twin_closest(
+        self, cand: Candidate, lang: str, view: SentenceView, sid: int | None = None
+    ) -> int | None:
+        """The sentence, in ``lang``, of ``cand``'s FAQ entry that is closest to sentence ``sid`` (by default
+        ``cand``'s own); None outside an FAQ entry or without one in ``lang``."""
+        target = cand.sid if sid is None else sid
+        entry = self._entry_sentences(cand.row, lang, view)
+        return max(entry, key=lambda s: self.cosine(view, target, s)) if entry else None
+
+    def _entry_sentences(self, row: int, lang: str, view: SentenceView) -> list[int]:
+        """The quotable sentences, in ``lang``, of the FAQ entry that chunk ``row`` belongs to (none for a
+        passage outside an FAQ entry)."""
+        chunk = self.store.chunk(row)
         if chunk.kind not in OFFICIAL_KINDS or not chunk.origin.entry_key:
             return []
-        twin_doc = f"{chunk.doc_id.rsplit('.', 1)[0]}.{answer_lang}"
-        doc = self.store.document(twin_doc)
+        entry_doc = f"{chunk.doc_id.rsplit('.', 1)[0]}.{lang}"
+        doc = self.store.document(entry_doc)
         if doc is None:
             return []
         rows = [
-            int(row)
-            for row in self.store.document_rows(twin_doc)
-            if self.store.chunk(int(row)).origin.entry_key == chunk.origin.entry_key
+            int(r)
+            for r in self.store.document_rows(entry_doc)
+            if self.store.chunk(int(r)).origin.entry_key == chunk.origin.entry_key
         ]
         out = []
-        for row in rows:
-            for sid in view.of_row(row):
+        for r in rows:
+            for sid in view.of_row(r):
                 _, start, end = view.span(sid)
                 if end - start >= self.answering.min_sentence_chars and not doc.text[start:end].endswith(
                     NOT_ANSWERS

@@ -17,6 +17,9 @@ _LATIN = re.compile(r"[A-Za-z]")
 _ZH_END = re.compile(r"[。！？；!?;][”’」』）)\]]*")
 # An English sentence ends at . ! ? followed by whitespace; "3.0 GHz" and "c5.18xlarge" never match.
 _EN_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s)")
+# What follows a question or exclamation mark that does not end the sentence, because it ends a quotation
+# inside it: a closing quote, then a lowercase word.
+_CONTINUES = re.compile(r"[?!]*[\"'”’]+[ \t]*[a-z]")
 _ABBREVIATIONS = {"e.g", "i.e", "vs", "etc", "approx", "no", "mr", "dr", "fig", "cf", "u.s", "inc", "ltd"}
 _FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
@@ -46,6 +49,12 @@ def cjk_ratio(text: str) -> float:
 def detect_lang(text: str) -> str:
     """'zh' when Chinese characters make up a real share of the letters, else 'en'."""
     return "zh" if cjk_ratio(text) >= INDEX.text.zh_share else "en"
+
+
+def language_neutral(text: str) -> bool:
+    """A fenced code block without Chinese in it (a command, a config file): it reads the same to an English
+    and to a Chinese reader, so it is in the answer's language whichever document it comes from."""
+    return _FENCE.fullmatch(text.strip()) is not None and not _CJK.search(text)
 
 
 def _protected(text: str, start: int, end: int) -> list[tuple[int, int]]:
@@ -100,6 +109,8 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
                 continue
             if text[m.start()] == "." and _is_abbreviation(text, m.start()):
                 continue
+            if text[m.start()] in "?!" and _CONTINUES.match(text, m.start() + 1, end):
+                continue  # a quoted question inside a sentence: tools used it as an "am I on EC2?" test
             cuts.add(m.end())
     bounds = sorted({start, end, *(c for c in cuts if start < c < end)})
     spans = []

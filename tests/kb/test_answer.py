@@ -124,6 +124,40 @@ def test_sentences_of_one_passage_are_redundant_only_when_they_overlap(kb):
     assert kb.answerer._similar(draft.view, other, other)
 
 
+def test_sentences_on_one_topic_with_different_figures_are_not_restatements(kb):
+    draft = kb.answerer.draft("C5 vs C4 最大规格 vcpu 内存 对比")
+    per_vcpu = next(c for c in draft.candidates if "每个 vCPU 配 2 GiB" in _quote(kb, c))
+    largest = next(c for c in draft.candidates if "72 个 vCPU 和 144 GiB" in _quote(kb, c))
+    assert per_vcpu.row != largest.row
+    vector = draft.view.vector
+    models = kb.answerer.retriever.embedders
+    close = max(float(vector(m, per_vcpu.sid) @ vector(m, largest.sid)) for m in models)
+    assert close > ANSWERING.redundant  # by their vectors alone, one would be dropped as a restatement
+    assert not kb.answerer._similar(draft.view, largest, per_vcpu)
+
+
+def test_a_twin_sentence_stands_in_only_for_the_sentence_it_translates(kb):
+    # the Chinese entry on scripts that broke ends with the community's udev fix, which its English twin
+    # (a list of the tools) does not say: no sentence of that twin may stand in for it
+    draft = kb.answerer.draft("社区是怎么恢复 xvd 设备名的?", lang="en")
+    fix = next(c for c in draft.candidates if c.lang == "zh" and "udev 规则配合" in _quote(kb, c))
+    said = kb.answerer.realiser.counterpart(fix, draft.candidates, "en", draft.view)
+    assert said is None or "udev" in _quote(kb, said)
+
+
+def test_a_code_block_is_quoted_as_it_is_in_either_language(kb):
+    draft = kb.answerer.draft("aws ec2 stop-instances 命令", lang="en")
+    code = next(c for c in draft.candidates if c.lang == "zh" and "stop-instances" in _quote(kb, c))
+    assert code.neutral
+    said = kb.answerer.realiser.realise([code], draft.candidates, "en", draft.view)
+    assert [(c.sid, c.lang) for c in said] == [(code.sid, "en")]
+    assert label("en", "faq", said[0].lang) == ""  # no "From the Chinese FAQ:" before a command
+
+
+def _quote(kb, cand) -> str:
+    return kb.store.document(kb.store.chunk(cand.row).doc_id).text[cand.start : cand.end]
+
+
 @pytest.mark.parametrize(
     ("question", "missing"),
     [

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kb.text import detect_lang, sentence_spans, tokenize
+from kb.text import detect_lang, language_neutral, sentence_spans, tokenize
 
 
 def sentences(text: str) -> list[str]:
@@ -35,6 +35,29 @@ def test_splits_chinese_and_english_punctuation_and_lines():
         "And NVMe!",
         "item one",
     ]
+
+
+def test_a_quoted_question_inside_a_sentence_does_not_end_it():
+    text = 'Tools that used it as an "am I on EC2?" test broke. Is it? Yes. 还要吗?是的。'
+    assert sentences(text) == [
+        'Tools that used it as an "am I on EC2?" test broke.',
+        "Is it?",
+        "Yes.",
+        "还要吗?",
+        "是的。",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "neutral"),
+    [
+        ("```\naws ec2 stop-instances --instance-ids i-xxxxxxxx\n```", True),
+        ("```\n# 先停止实例\naws ec2 stop-instances\n```", False),  # a Chinese comment is Chinese
+        ("Run `aws ec2 stop-instances` first.", False),  # prose around code is in a language
+    ],
+)
+def test_a_code_block_without_chinese_is_in_no_language(text, neutral):
+    assert language_neutral(text) is neutral
 
 
 def test_fenced_code_block_is_one_unit():
