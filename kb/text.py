@@ -11,7 +11,8 @@ from functools import lru_cache
 
 from kb.tuning import INDEX
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # Chinese characters, as a regex class body
+_CJK = re.compile(f"[{_HAN}]")
 _LATIN = re.compile(r"[A-Za-z]")
 # A Chinese sentence ends at 。！？； (full or half width) plus any closing quote or bracket.
 _ZH_END = re.compile(r"[。！？；!?;][”’」』）)\]]*")
@@ -30,8 +31,12 @@ _TABLE_ROW = re.compile(r"[ \t]*\|")
 # A list of short items, or a small table, is one unit with the line that introduces it: "Reported
 # breakages include:" and its items answer "which tools broke?" together, and a table row alone
 # ("| c4.large | 500 Mbps | 62.5 MB/s |") means nothing without its header. Limits: INDEX.text.
+# A word of code rather than prose: it holds a digit, an underscore, a slash, a bracket, an equals sign or a dot
+# between letters (c5.xlarge, /dev/nvme1n1, io_timeout=255); Chinese characters keep it prose.
+_CODE_WORD = re.compile(rf"[^\s{_HAN}]*(?:[\d_/\\=\[\]<>]|\w\.\w)[^\s{_HAN}]*")
+_LETTER = re.compile(f"[A-Za-z{_HAN}]")
 _TOKEN = re.compile(r"[a-z0-9]+(?:[._/:-][a-z0-9]+)*")
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_CJK_RUN = re.compile(f"[{_HAN}]+")
 
 STOPWORDS = frozenset(
     "a an and are as at be by can do does for from has have how i in is it its of on or "
@@ -47,8 +52,12 @@ def cjk_ratio(text: str) -> float:
 
 
 def detect_lang(text: str) -> str:
-    """'zh' when Chinese characters make up a real share of the letters, else 'en'."""
-    return "zh" if cjk_ratio(text) >= INDEX.text.zh_share else "en"
+    """'zh' when Chinese characters make up a real share of the letters of its prose, else 'en'. Code,
+    paths, URLs and names such as c5.xlarge or nitro_check_script.sh are in no language and do not count,
+    so "nitro_check_script.sh 比 c5_m5_checks_script 多查了啥" is Chinese; text that is nothing but code
+    counts whole."""
+    prose = _CODE_WORD.sub(" ", _URL.sub(" ", _INLINE_CODE.sub(" ", _FENCE.sub(" ", text))))
+    return "zh" if cjk_ratio(prose if _LETTER.search(prose) else text) >= INDEX.text.zh_share else "en"
 
 
 def language_neutral(text: str) -> bool:

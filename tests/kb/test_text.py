@@ -112,3 +112,18 @@ def test_tokenize_stems_english_keeps_compounds_and_uses_chinese_bigrams():
 def test_detect_lang():
     assert detect_lang("换到 C5 后 fstab 要怎么改?") == "zh"
     assert detect_lang("Which regions have C5?") == "en"
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        ("nitro_check_script.sh 比 c5_m5_checks_script 多查了啥", "zh"),  # names are in no language
+        ("c4.xlarge 改成 c5.xlarge 之后起不来，status check 一直 failed。", "zh"),
+        ("改了 `GRUB_CMDLINE_LINUX=nvme_core.io_timeout=4294967295` 还是不行", "zh"),
+        ("Run `sudo dracut -f` on c5.xlarge and reboot.", "en"),
+        ("what does 弹性 mean in the console?", "en"),
+        ("```\nmodinfo ena\n```", "en"),  # nothing but code counts whole
+    ],
+)
+def test_code_and_names_do_not_decide_the_language(text, lang):
+    assert detect_lang(text) == lang
