@@ -188,12 +188,13 @@ class Answerer:
         Within one passage only overlap counts: an FAQ answer or a comment does not restate itself,
         and its neighbouring sentences share a topic, so their vectors are close while each adds a
         fact ("set nvme_core.io_timeout" and "the maximum is 4294967295, or 255 before 4.15").
-        Across languages only multilingual vectors mean anything. In one language, close vectors with a
-        figure only one of the two states are two facts on one topic ("2 GiB per vCPU" and "at most 72
-        vCPUs and 144 GiB"), not a restatement."""
+        Across languages only multilingual vectors mean anything. A sentence ``a`` that states a figure ``b``
+        does not is another fact on the same topic ("at most 72 vCPUs and 144 GiB" beside "2 GiB per
+        vCPU"), however close their vectors; one that only drops a figure restates it (a comment's "only
+        three regions" beside the FAQ's "at launch in November 2017, only three regions")."""
         if a.row == b.row:
             return not (a.end <= b.start or b.end <= a.start)
-        if self._figures(a) ^ self._figures(b):
+        if self._figures(a) - self._figures(b):
             return False
         if a.lang != b.lang:
             return self.realiser.cosine(view, a.sid, b.sid) >= self.answering.counterpart

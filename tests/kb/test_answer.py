@@ -136,6 +136,16 @@ def test_sentences_on_one_topic_with_different_figures_are_not_restatements(kb):
     assert not kb.answerer._similar(draft.view, largest, per_vcpu)
 
 
+def test_a_sentence_that_only_drops_a_figure_restates_the_one_that_has_it(kb):
+    question = "which regions have C5"
+    draft = kb.answerer.draft(question)
+    faq = next(c for c in draft.candidates if "in November 2017, C5 was available in only" in _quote(kb, c))
+    comment = next(c for c in draft.candidates if "C5 is only in three regions right now" in _quote(kb, c))
+    assert kb.answerer._similar(draft.view, comment, faq)
+    assert not kb.answerer._similar(draft.view, faq, comment)  # the FAQ adds "2017"
+    assert "C5 is only in three regions right now" not in kb.ask(question).answer
+
+
 def test_a_twin_sentence_stands_in_only_for_the_sentence_it_translates(kb):
     # the Chinese entry on scripts that broke ends with the community's udev fix, which its English twin
     # (a list of the tools) does not say: no sentence of that twin may stand in for it
