@@ -88,13 +88,21 @@ class Realiser:
             ):
                 continue  # already said in the answer's language
             out.append(said)
-        # A sentence left in the other language whose twin entry's closest sentence the answer quotes anyway
-        # says that sentence's fact again, or more of it in a way no vector tells apart from saying it again
-        # ("主要原因是…维护成本…低" beside "Its main argument was maintenance cost: …"): it goes.
+        # A sentence left in the other language whose twin entry's closest sentence the answer quotes anyway,
+        # and is close to, says that sentence's fact again ("主要原因是…维护成本…低" beside "Its main argument was
+        # maintenance cost: …"): it goes.
         quoted = {c.sid for c in out}
         return [
-            c for c in out if c.lang == answer_lang or self._twin_closest(c, answer_lang, view) not in quoted
+            c for c in out if c.lang == answer_lang or not self._restates_twin(c, answer_lang, view, quoted)
         ]
+
+    def _restates_twin(self, cand: Candidate, answer_lang: str, view: SentenceView, quoted: set[int]) -> bool:
+        closest = self._twin_closest(cand, answer_lang, view)
+        return (
+            closest is not None
+            and closest in quoted
+            and self.cosine(view, cand.sid, closest) >= self.answering.twin_restates
+        )
 
     def counterpart(
         self, cand: Candidate, pool: Sequence[Candidate], answer_lang: str, view: SentenceView
@@ -120,9 +128,10 @@ class Realiser:
         self, cand: Candidate, lang: str, view: SentenceView, sid: int | None = None
     ) -> int | None:
         """The sentence, in ``lang``, of ``cand``'s FAQ entry that is closest to sentence ``sid`` (by default
-        ``cand``'s own); None outside an FAQ entry or without one in ``lang``."""
+        ``cand``'s own); None outside an FAQ entry, without one in ``lang``, or without a multilingual embedder
+        to compare them."""
         target = cand.sid if sid is None else sid
-        entry = self._entry_sentences(cand.row, lang, view)
+        entry = self._entry_sentences(cand.row, lang, view) if self.multilingual else []
         return max(entry, key=lambda s: self.cosine(view, target, s)) if entry else None
 
     def _entry_sentences(self, row: int, lang: str, view: SentenceView) -> list[int]:

@@ -31,9 +31,11 @@ _TABLE_ROW = re.compile(r"[ \t]*\|")
 # A list of short items, or a small table, is one unit with the line that introduces it: "Reported
 # breakages include:" and its items answer "which tools broke?" together, and a table row alone
 # ("| c4.large | 500 Mbps | 62.5 MB/s |") means nothing without its header. Limits: INDEX.text.
-# A word of code rather than prose: it holds a digit, an underscore, a slash, a bracket, an equals sign or a dot
-# between letters (c5.xlarge, /dev/nvme1n1, io_timeout=255); Chinese characters keep it prose.
-_CODE_WORD = re.compile(rf"[^\s{_HAN}]*(?:[\d_/\\=\[\]<>]|\w\.\w)[^\s{_HAN}]*")
+# A word of code rather than prose: a run without spaces or Chinese characters that holds a digit, an
+# underscore, a slash, a bracket, an equals sign or a dot between two letters or digits (c5.xlarge,
+# /dev/nvme1n1, io_timeout=255).
+_WORD_RUN = re.compile(rf"[^\s{_HAN}]+")
+_CODE_CHAR = re.compile(r"[\d_/\\=\[\]<>]|[A-Za-z0-9]\.[A-Za-z0-9]")
 _LETTER = re.compile(f"[A-Za-z{_HAN}]")
 _TOKEN = re.compile(r"[a-z0-9]+(?:[._/:-][a-z0-9]+)*")
 _CJK_RUN = re.compile(f"[{_HAN}]+")
@@ -56,8 +58,12 @@ def detect_lang(text: str) -> str:
     paths, URLs and names such as c5.xlarge or nitro_check_script.sh are in no language and do not count,
     so "nitro_check_script.sh 比 c5_m5_checks_script 多查了啥" is Chinese; text that is nothing but code
     counts whole."""
-    prose = _CODE_WORD.sub(" ", _URL.sub(" ", _INLINE_CODE.sub(" ", _FENCE.sub(" ", text))))
+    prose = _WORD_RUN.sub(_drop_code, _URL.sub(" ", _INLINE_CODE.sub(" ", _FENCE.sub(" ", text))))
     return "zh" if cjk_ratio(prose if _LETTER.search(prose) else text) >= INDEX.text.zh_share else "en"
+
+
+def _drop_code(word: re.Match[str]) -> str:
+    return " " if _CODE_CHAR.search(word.group()) else word.group()
 
 
 def language_neutral(text: str) -> bool:

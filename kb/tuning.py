@@ -123,6 +123,14 @@ class Answering:
         "sentence in the other language says, so it replaces it (and a quote in the other language that close "
         "to one already chosen is dropped as a restatement) (kbq eval --tune)",
     )
+    twin_restates: float = tuned(
+        0.4,
+        "by hand",
+        "a sentence left in the other language (no mutual match in its twin entry) restates the twin entry's "
+        "closest sentence, and is dropped, when the answer quotes that sentence and their multilingual cosine "
+        "is at least this: 0.43 for '主要原因是…维护成本…低' beside 'Its main argument was maintenance cost'; "
+        "facts of their own sat at 0.27-0.38 ('detaching is a forced detach' beside 'a resize is seen')",
+    )
     other_lang_lead_only: bool = tuned(
         True,
         "grid",

@@ -18,6 +18,11 @@ def test_the_ends_count_as_repeated_so_a_plateau_at_the_edge_wins():
     assert plateau_best([1.5, 1.5, 1.5, 1.0, 1.0, 1.2], smoothing=2) == 0
 
 
+def test_a_tie_goes_to_the_lowest_threshold():
+    scores = [1.0, 1.4, 1.4, 1.4, 1.0, 1.0, 1.4, 1.4, 1.4, 1.0]
+    assert plateau_best(scores, smoothing=1) == 2
+
+
 def test_a_fitted_logistic_separates_what_it_was_fitted_on():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 2))

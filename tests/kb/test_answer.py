@@ -155,13 +155,32 @@ def test_a_twin_sentence_stands_in_only_for_the_sentence_it_translates(kb):
     assert said is None or "udev" in _quote(kb, said)
 
 
+@pytest.mark.parametrize(
+    ("question", "lang", "quote", "restates"),
+    [
+        # the twin entry's closest sentence says it: drop it beside that sentence
+        ("why KVM over Xen", "en", "主要原因是基于 KVM 的系统维护成本", True),
+        # the twin entry's closest sentence says something else: a fact of its own stays
+        ("nvme ebs卷 attach/detach 底层怎么实现的", "zh", "Detaching an NVMe EBS volume always acts", False),
+    ],
+)
+def test_a_sentence_left_in_the_other_language_goes_only_beside_its_restatement(
+    kb, question, lang, quote, restates
+):
+    draft = kb.answerer.draft(question, lang=lang)
+    realiser = kb.answerer.realiser
+    cand = next(c for c in draft.candidates if quote in _quote(kb, c))
+    closest = realiser._twin_closest(cand, lang, draft.view)
+    assert closest is not None
+    assert realiser._restates_twin(cand, lang, draft.view, {closest}) is restates
+
+
 def test_a_code_block_is_quoted_as_it_is_in_either_language(kb):
     draft = kb.answerer.draft("aws ec2 stop-instances 命令", lang="en")
     code = next(c for c in draft.candidates if c.lang == "zh" and "stop-instances" in _quote(kb, c))
     assert code.neutral
     said = kb.answerer.realiser.realise([code], draft.candidates, "en", draft.view)
-    assert [(c.sid, c.lang) for c in said] == [(code.sid, "en")]
-    assert label("en", "faq", said[0].lang) == ""  # no "From the Chinese FAQ:" before a command
+    assert [(c.sid, c.lang) for c in said] == [(code.sid, "en")]  # quoted as it is, so without a label
 
 
 def _quote(kb, cand) -> str:

@@ -122,6 +122,7 @@ def test_detect_lang():
         ("改了 `GRUB_CMDLINE_LINUX=nvme_core.io_timeout=4294967295` 还是不行", "zh"),
         ("Run `sudo dracut -f` on c5.xlarge and reboot.", "en"),
         ("what does 弹性 mean in the console?", "en"),
+        ("配置文件.txt 在哪", "zh"),  # a Chinese character keeps its word prose
         ("```\nmodinfo ena\n```", "en"),  # nothing but code counts whole
     ],
 )
