@@ -24,7 +24,7 @@ from kb.embed import SHORT_NAMES, Embedder
 from kb.fusion import with_best_sentence
 from kb.lexical import Bm25Index
 from kb.store import indexed_text
-from kb.text import detect_lang, sentence_spans
+from kb.text import HAN, detect_lang, sentence_spans
 from kb.tuning import INDEX
 from kb.types import Chunk
 
@@ -94,7 +94,7 @@ ZH_QUESTION_WORDS = (
     "谁",
     "几",
 )
-_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK_CHAR = re.compile(f"[{HAN}]")
 
 
 def with_unigrams(text: str) -> str:

@@ -64,6 +64,11 @@ ASKS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
 NOT_ANSWERS = ("?", "\uff1f", ":", "\uff1a")  # questions, and lead-ins to a list or code block
 
 
+def answers(text: str, answering: Answering = ANSWERING) -> bool:
+    """A unit long enough to answer with that neither asks nor only leads in to what follows it."""
+    return len(text) >= answering.min_sentence_chars and not text.endswith(NOT_ANSWERS)
+
+
 def _is_name(word: str) -> bool:
     return any(ch.isdigit() or ch.isupper() for ch in word) or "_" in word or "." in word
 
@@ -225,7 +230,7 @@ class Featuriser:
             for i in positions:
                 start, end = int(table.start[i]), int(table.end[i])
                 text = doc.text[start:end]
-                if len(text) < self.answering.min_sentence_chars or text.endswith(NOT_ANSWERS):
+                if not answers(text, self.answering):
                     continue
                 lang = detect_lang(text) if hit.chunk.kind == "thread" else hit.chunk.lang
                 terms = self.terms(text)

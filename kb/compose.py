@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from kb.candidates import NOT_ANSWERS, Candidate, SentenceView
+from kb.candidates import Candidate, SentenceView, answers
 from kb.embed import Embedder
 from kb.store import Store
 from kb.tuning import ANSWERING, Answering
@@ -153,8 +153,6 @@ class Realiser:
         for r in rows:
             for sid in view.of_row(r):
                 _, start, end = view.span(sid)
-                if end - start >= self.answering.min_sentence_chars and not doc.text[start:end].endswith(
-                    NOT_ANSWERS
-                ):
+                if answers(doc.text[start:end], self.answering):
                     out.append(sid)
         return out

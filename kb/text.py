@@ -11,8 +11,8 @@ from functools import lru_cache
 
 from kb.tuning import INDEX
 
-_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # Chinese characters, as a regex class body
-_CJK = re.compile(f"[{_HAN}]")
+HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # Chinese characters, as a regex class body
+_CJK = re.compile(f"[{HAN}]")
 _LATIN = re.compile(r"[A-Za-z]")
 # A Chinese sentence ends at 。！？； (full or half width) plus any closing quote or bracket.
 _ZH_END = re.compile(r"[。！？；!?;][”’」』）)\]]*")
@@ -34,11 +34,11 @@ _TABLE_ROW = re.compile(r"[ \t]*\|")
 # A word of code rather than prose: a run without spaces or Chinese characters that holds a digit, an
 # underscore, a slash, a bracket, an equals sign or a dot between two letters or digits (c5.xlarge,
 # /dev/nvme1n1, io_timeout=255).
-_WORD_RUN = re.compile(rf"[^\s{_HAN}]+")
+_WORD_RUN = re.compile(rf"[^\s{HAN}]+")
 _CODE_CHAR = re.compile(r"[\d_/\\=\[\]<>]|[A-Za-z0-9]\.[A-Za-z0-9]")
-_LETTER = re.compile(f"[A-Za-z{_HAN}]")
+_LETTER = re.compile(f"[A-Za-z{HAN}]")
 _TOKEN = re.compile(r"[a-z0-9]+(?:[._/:-][a-z0-9]+)*")
-_CJK_RUN = re.compile(f"[{_HAN}]+")
+_CJK_RUN = re.compile(f"[{HAN}]+")
 
 STOPWORDS = frozenset(
     "a an and are as at be by can do does for from has have how i in is it its of on or "
