@@ -63,7 +63,6 @@ def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Seque
     """The confidence model learns answerability rather than "was this answer supported": an answerable
     question answered from the wrong passage is a ranking error, and teaching the model to abstain on it
     would only make it abstain on answerable questions. ``score`` rates the results of a threshold."""
-
     corpus = Snapshot.of(kb.store)
     rows, labels = [], []
     for r in results:
@@ -147,10 +146,15 @@ def provenance(
         "questions": len(items),
         "questions_sha": questions,
         "tuning": answer_digest(),
-        "cross_validated": {k: round(v, 4) for k, v in cv.items() if not math.isnan(v)},
-        "portable_cross_validated": {k: round(v, 4) for k, v in portable_cv.items() if not math.isnan(v)},
+        "cross_validated": _recorded(cv),
+        "portable_cross_validated": _recorded(portable_cv),
         "documents": sorted(digests),
     }
+
+
+def _recorded(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics worth recording: rounded, without the question count or undefined ones."""
+    return {k: round(v, 4) for k, v in metrics.items() if k != "n" and not math.isnan(v)}
 
 
 def _commit() -> str:

@@ -226,14 +226,13 @@ def calibrate(kb: KnowledgeBase, results: list[Result], out=sys.stdout) -> list[
         file=out,
     )
     fitted = fit_calibration(tune, kb, calibration_score)
-    cv_all = {k: v for k, v in cv["tune/all"].items() if k != "n"}
     calibration = replace(
         fitted,
         provenance=provenance(
             [r.item for r in tune],
-            cv_all,
+            cv["tune/all"],
             list(kb.store.digests().values()),
-            {k: v for k, v in portable_cv.items() if k != "n"},
+            portable_cv,
         ),
     )
     models = kb.answerer.retriever.models

@@ -194,7 +194,7 @@ class Answerer:
         three regions" beside the FAQ's "at launch in November 2017, only three regions")."""
         if a.row == b.row:
             return not (a.end <= b.start or b.end <= a.start)
-        if self._figures(a) - self._figures(b):
+        if a.figures - b.figures:
             return False
         if a.lang != b.lang:
             return self.realiser.cosine(view, a.sid, b.sid) >= self.answering.counterpart
@@ -202,12 +202,6 @@ class Answerer:
             float(view.vector(m, a.sid) @ view.vector(m, b.sid)) > self.answering.redundant
             for m in self.retriever.embedders
         )
-
-    def _figures(self, cand: Candidate) -> frozenset[str]:
-        """The terms of a sentence that hold a digit: numbers, sizes, versions, instance types."""
-        doc = self.store.document(self.store.chunk(cand.row).doc_id)
-        terms = self.featuriser.terms(doc.text[cand.start : cand.end]) if doc else frozenset()
-        return frozenset(t for t in terms if any(ch.isdigit() for ch in t))
 
     # ------------------------------------------------------------ output
 

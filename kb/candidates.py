@@ -142,6 +142,7 @@ class Candidate:
     lang: str
     features: SentenceFeatures
     neutral: bool = False  # a code block without Chinese: in any language (kb.text.language_neutral)
+    figures: frozenset[str] = frozenset()  # its terms that hold a digit: numbers, sizes, versions, types
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,8 @@ class Featuriser:
                 )
                 official = hit.chunk.kind in OFFICIAL_KINDS
                 sid, neutral = int(table.sid[i]), language_neutral(text)
-                out.append(Candidate(sid, hit.row, start, end, official, lang, features, neutral))
+                figures = frozenset(t for t in terms if any(ch.isdigit() for ch in t))
+                out.append(Candidate(sid, hit.row, start, end, official, lang, features, neutral, figures))
         return out
 
     def similarity(self, signals: Signals, passage_lang: str, positions: Sequence[int]) -> dict[int, float]:
