@@ -48,6 +48,7 @@ bench: index
 	$(BIN)/python -m benchmarks.e5
 	$(BIN)/python -m benchmarks.http_latency
 	$(BIN)/python -m benchmarks.naive_langchain
+	$(BIN)/python -m benchmarks.profiles
 
 clean:
 	rm -rf .kbq

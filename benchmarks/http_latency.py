@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -57,10 +58,10 @@ def prepare_index(workdir: Path) -> Settings:
     source = os.environ.get("KB_INDEX_DIR")
     if source and (Path(source) / "manifest.json").exists():
         copy_published(Path(source), target)
-        return Settings(index_dir=target, corpus_dir=env.corpus_dir, embed_model=env.embed_model)
+        return replace(env, index_dir=target)
     from service.indexing import ingest
 
-    settings = Settings(index_dir=target, corpus_dir=env.corpus_dir, embed_model=env.embed_model)
+    settings = replace(env, index_dir=target)
     print(f"building a temporary index from {settings.corpus_dir} …", file=sys.stderr)
     ingest(settings)
     return settings
@@ -79,6 +80,7 @@ def server(settings: Settings, workers: int) -> Iterator[str]:
         **os.environ,
         "KB_INDEX_DIR": str(settings.index_dir),
         "KB_EMBED_MODEL": settings.embed_model,
+        "KB_RELEVANCE_MODEL": settings.relevance_model,
         "KB_RATE_LIMIT": str(10**9),
         "KB_API_KEYS": "",
     }
