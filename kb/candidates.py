@@ -20,7 +20,7 @@ from kb.calibration import AnswerFeatures, SentenceFeatures
 from kb.fusion import signal_weight
 from kb.retrieve import Retriever, Signals
 from kb.store import SentenceRows, Store
-from kb.text import detect_lang, language_neutral, tokenize
+from kb.text import detect_lang, is_figure, language_neutral, tokenize
 from kb.tuning import ANSWERING, Answering
 from kb.types import OFFICIAL_KINDS, Hit, quotable
 
@@ -142,7 +142,7 @@ class Candidate:
     lang: str
     features: SentenceFeatures
     neutral: bool = False  # a code block without Chinese: in any language (kb.text.language_neutral)
-    figures: frozenset[str] = frozenset()  # its terms that hold a digit: numbers, sizes, versions, types
+    figures: frozenset[str] = frozenset()  # its terms that state a figure (kb.text.is_figure)
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ class Featuriser:
                 )
                 official = hit.chunk.kind in OFFICIAL_KINDS
                 sid, neutral = int(table.sid[i]), language_neutral(text)
-                figures = frozenset(t for t in terms if any(ch.isdigit() for ch in t))
+                figures = frozenset(t for t in terms if is_figure(t))
                 out.append(Candidate(sid, hit.row, start, end, official, lang, features, neutral, figures))
         return out
 

@@ -72,6 +72,17 @@ def language_neutral(text: str) -> bool:
     return _FENCE.fullmatch(text.strip()) is not None and not _CJK.search(text)
 
 
+# Eight or more hexadecimal characters, letters among them: a resource ID, a hash or a UUID part (placeholder
+# IDs differ between two copies of one command), not a quantity. Pure digits stay a number ("4294967295").
+_IDENTIFIER = re.compile(r"(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{8,}", re.IGNORECASE)
+
+
+def is_figure(term: str) -> bool:
+    """A term that states a figure: a number, a size, a version, an instance type ("4.15", "c5.18xlarge",
+    "2016-11-15"), but not an identifier ("i-1234567890abcdef0")."""
+    return any(ch.isdigit() for ch in term) and _IDENTIFIER.search(term) is None
+
+
 def _protected(text: str, start: int, end: int) -> list[tuple[int, int]]:
     spans = [m.span() for m in _FENCE.finditer(text, start, end)]
     spans += [m.span() for m in _INLINE_CODE.finditer(text, start, end)]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kb.text import detect_lang, language_neutral, sentence_spans, tokenize
+from kb.text import detect_lang, is_figure, language_neutral, sentence_spans, tokenize
 
 
 def sentences(text: str) -> list[str]:
@@ -128,3 +128,21 @@ def test_detect_lang():
 )
 def test_code_and_names_do_not_decide_the_language(text, lang):
     assert detect_lang(text) == lang
+
+
+@pytest.mark.parametrize(
+    ("term", "figure"),
+    [
+        ("4294967295", True),  # a number, however long
+        ("2016-11-15", True),
+        ("c5.18xlarge", True),
+        ("e5-2666", True),
+        ("12345678", True),
+        ("i-1234567890abcdef0", False),  # a resource ID: a placeholder in an example command
+        ("ami-0abc1234", False),
+        ("9cf5e2467afb", False),  # a hash
+        ("nvme", False),
+    ],
+)
+def test_an_identifier_is_not_a_figure(term, figure):
+    assert is_figure(term) is figure
