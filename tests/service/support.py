@@ -100,5 +100,6 @@ def serve(settings: Settings | Callable[[str], Settings]) -> Iterator[str]:
         yield url
     finally:
         server.should_exit = True
-        thread.join(timeout=15)
+        thread.join(timeout=30)
         sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop"

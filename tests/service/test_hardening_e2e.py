@@ -81,6 +81,26 @@ def test_what_uvicorn_cannot_parse_gets_the_json_error_shape(api_settings: Setti
     assert status == 400 and _is_json_error(headers, body), (status, headers, body[:200])
 
 
+def test_a_client_that_never_finishes_its_request_does_not_hold_the_server_open(
+    api_settings: Settings,
+) -> None:
+    # half a body, never the rest, still open while the server stops: without a bound on graceful shutdown
+    # the server waits for it for ever (serve() asserts that it stopped)
+    stalled = socket.socket()
+    try:
+        with serve(api_settings) as url:
+            host, port = url.removeprefix("http://").split(":")
+            stalled.connect((host, int(port)))
+            stalled.sendall(
+                b"POST /v1/ask HTTP/1.1\r\nHost: kbq\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"question":'
+            )
+            with httpx.Client(base_url=url) as http:
+                assert http.get("/healthz").status_code == 200  # the stalled request has reached the server
+    finally:
+        stalled.close()
+
+
 def test_unsigned_slack_requests_are_refused_before_parsing_and_keep_the_connection(
     api_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
