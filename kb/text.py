@@ -144,7 +144,7 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
         a, b = _trim(text, a, b)
         if b > a and re.search(r"\w", text[a:b]):
             spans.append((a, b))
-    return _join_blocks(text, spans)
+    return _join_lead_ins(text, _join_blocks(text, spans))
 
 
 def _block_line(text: str, span: tuple[int, int]) -> tuple[str, int, int] | None:
@@ -189,6 +189,23 @@ def _join_blocks(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int
             start = out.pop()[0]
         out.append((start, spans[j - 1][1]))
         i = j
+    return out
+
+
+def _join_lead_ins(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge a fenced code block with the sentence ending in a colon just before it ("Stop the instance, then
+    set the attribute with `modify-instance-attribute`:"), as a list or a table keeps its lead-in: the lead-in
+    alone answers nothing, and the block alone loses what it is for."""
+    out: list[tuple[int, int]] = []
+    for span in spans:
+        if (
+            out
+            and text.startswith(("```", "~~~"), span[0])
+            and text[out[-1][0] : out[-1][1]].endswith((":", "\uff1a"))
+            and not text[out[-1][1] : span[0]].strip()
+        ):
+            span = (out.pop()[0], span[1])
+        out.append(span)
     return out
 
 

@@ -61,8 +61,16 @@ def test_a_code_block_without_chinese_is_in_no_language(text, neutral):
 
 
 def test_fenced_code_block_is_one_unit():
-    text = "Check it:\n```\nmodinfo ena\nethtool -i eth0\n```\nDone."
-    assert sentences(text) == ["Check it:", "```\nmodinfo ena\nethtool -i eth0\n```", "Done."]
+    text = "Check it. Then:\n```\nmodinfo ena\nethtool -i eth0\n```\nDone."
+    assert sentences(text) == ["Check it.", "Then:\n```\nmodinfo ena\nethtool -i eth0\n```", "Done."]
+    text = "Check it.\n\n```\nmodinfo ena\n```\nDone."
+    assert sentences(text) == ["Check it.", "```\nmodinfo ena\n```", "Done."]
+
+
+@pytest.mark.parametrize("colon", [":", "\uff1a"])
+def test_a_code_block_is_one_unit_with_its_lead_in(colon):
+    text = f"Stop the instance, then set the attribute{colon}\n\n```\naws ec2 modify-instance-attribute\n```"
+    assert sentences(text) == [text]
 
 
 def test_a_short_list_is_one_unit_with_its_lead_in():
