@@ -149,11 +149,10 @@ def test_a_sentence_that_only_drops_a_figure_restates_the_one_that_has_it(kb):
 def test_two_copies_of_a_command_differing_in_placeholder_ids_state_no_other_figure(kb):
     # the English FAQ's example uses i-1234567890abcdef0 and the Chinese one i-xxxxxxxx: not another fact
     draft = kb.answerer.draft("How do I turn on ENA support for an instance I already have?")
-    blocks = [c for c in draft.candidates if c.neutral and "modify-instance-attribute" in _quote(kb, c)]
+    blocks = [c for c in draft.candidates if "```" in _quote(kb, c) and "--ena-support" in _quote(kb, c)]
     english = next(c for c in blocks if "i-1234567890abcdef0" in _quote(kb, c))
     chinese = next(c for c in blocks if "i-xxxxxxxx" in _quote(kb, c))
-    assert not english.figures - chinese.figures
-    assert kb.answerer._similar(draft.view, english, chinese)
+    assert "ec2" in english.figures and not english.figures - chinese.figures
 
 
 def test_a_twin_sentence_stands_in_only_for_the_sentence_it_translates(kb):
