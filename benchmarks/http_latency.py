@@ -85,18 +85,23 @@ def server(settings: Settings, workers: int) -> Iterator[str]:
         "KB_API_KEYS": "",
     }
     cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while not _serving(url, workers):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the kbq server did not start")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, env=env, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while not _serving(url, workers):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the kbq server did not start")
+                time.sleep(0.2)
+            yield url
+        except BaseException:
+            log.seek(0)
+            print(f"kbq serve's log:\n{log.read()[-4000:]}", file=sys.stderr)
+            raise
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def _serving(url: str, workers: int) -> bool:
