@@ -134,10 +134,8 @@ def installed(clock: StageClock, kb: KnowledgeBase) -> Iterator[None]:
 _MISSING = object()
 
 
-def profile(
-    kb: KnowledgeBase, questions: list[str], rounds: int
-) -> tuple[StageClock, list[float], list[float]]:
-    """Stage times over ``rounds`` passes, and per-question CPU / wall ms of plain (unwrapped) asks."""
+def warm_asks(kb: KnowledgeBase, questions: list[str]) -> tuple[list[float], list[float]]:
+    """Per-question CPU ms (``time.process_time``: all threads) and wall ms of plain asks, after a warm-up."""
     for q in questions[:20]:
         kb.ask(q)  # warm-up: models loaded, caches filled
     cpu_ms, wall_ms = [], []
@@ -146,6 +144,14 @@ def profile(
         kb.ask(q)
         cpu_ms.append((time.process_time() - cpu) * 1000)
         wall_ms.append((time.perf_counter() - wall) * 1000)
+    return cpu_ms, wall_ms
+
+
+def profile(
+    kb: KnowledgeBase, questions: list[str], rounds: int
+) -> tuple[StageClock, list[float], list[float]]:
+    """Stage times over ``rounds`` passes, and per-question CPU / wall ms of plain (unwrapped) asks."""
+    cpu_ms, wall_ms = warm_asks(kb, questions)
     clock = StageClock()
     with installed(clock, kb):
         ask = clock.wrap("other", kb.ask)

@@ -16,11 +16,11 @@ import asyncio
 import os
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks.http_latency import REQUESTS, WARMUP, http_load, row, server
+from benchmarks.profile import warm_asks
 from benchmarks.warm import ROOT, percentile, timed
 from evals.golden import load_golden
 from evals.runner import run, summarise
@@ -61,14 +61,7 @@ def measure(embed: str, relevance: str, workdir: Path, questions: list[str]) -> 
     )
     speed = {"full ingest s": timed(lambda: ingest(settings)) / 1000}
     kb = KnowledgeBase.open(settings)
-    for q in questions[:20]:
-        kb.ask(q)  # warm-up: models loaded, caches filled
-    cpu_ms, wall_ms = [], []
-    for q in questions:
-        wall, cpu = time.perf_counter(), time.process_time()
-        kb.ask(q)
-        cpu_ms.append((time.process_time() - cpu) * 1000)
-        wall_ms.append((time.perf_counter() - wall) * 1000)
+    cpu_ms, wall_ms = warm_asks(kb, questions)
     search_ms = [timed(lambda q=q: kb.search(q, k=10)) for q in questions]
     speed |= {
         "kb.ask CPU p50 ms": statistics.median(cpu_ms),
