@@ -124,7 +124,7 @@ def test_sentences_of_one_passage_are_redundant_only_when_they_overlap(kb):
     assert kb.answerer._similar(draft.view, other, other)
 
 
-def test_sentences_on_one_topic_with_different_figures_are_not_restatements(kb):
+def test_sentences_on_one_topic_with_different_figures_are_not_restatements(kb, monkeypatch):
     draft = kb.answerer.draft("C5 vs C4 最大规格 vcpu 内存 对比")
     per_vcpu = next(c for c in draft.candidates if "每个 vCPU 配 2 GiB" in _quote(kb, c))
     largest = next(c for c in draft.candidates if "72 个 vCPU 和 144 GiB" in _quote(kb, c))
@@ -132,7 +132,10 @@ def test_sentences_on_one_topic_with_different_figures_are_not_restatements(kb):
     vector = draft.view.vector
     models = kb.answerer.retriever.embedders
     close = max(float(vector(m, per_vcpu.sid) @ vector(m, largest.sid)) for m in models)
-    assert close > ANSWERING.redundant  # by their vectors alone, one would be dropped as a restatement
+    # at a threshold their vectors pass, vectors alone would drop one as a restatement: each states figures the
+    # other does not, so both stay
+    strict = replace(ANSWERING, redundant=min(ANSWERING.redundant, close - 0.01))
+    monkeypatch.setattr(kb.answerer, "answering", strict)
     assert not kb.answerer._similar(draft.view, largest, per_vcpu)
 
 
