@@ -6,8 +6,8 @@ Each profile is a KB_EMBED_MODEL / KB_RELEVANCE_MODEL pair with its own fitted c
 (kb/calibration.json). Per profile: a full ingest of corpus/ into a temporary folder, warm ``kb.ask`` CPU and
 wall time and ``kb.search`` wall time over the golden test questions, ``POST /v1/ask`` throughput and p99
 with one server worker per core, and the answer quality the same process measures on the test split beside
-the 5-fold tune figures recorded when its calibration was fitted. The fast path's targets (issue 16) are
-printed under the table: which profiles meet them, on this machine, now.
+the 5-fold tune figures recorded when its calibration was fitted. The fast path's targets (issue 16) are a
+column of the table, and each figure is marked with whether it meets its target, on this machine, now.
 """
 
 from __future__ import annotations

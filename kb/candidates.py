@@ -20,7 +20,7 @@ from kb.calibration import AnswerFeatures, SentenceFeatures
 from kb.fusion import signal_weight
 from kb.retrieve import Retriever, Signals
 from kb.store import SentenceRows, Store
-from kb.text import detect_lang, is_figure, language_neutral, tokenize
+from kb.text import LEAD_IN_ENDS, detect_lang, is_figure, language_neutral, tokenize
 from kb.tuning import ANSWERING, Answering
 from kb.types import OFFICIAL_KINDS, Hit, quotable
 
@@ -61,7 +61,7 @@ ASKS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
         re.compile(r"\d"),
     ),
 }
-NOT_ANSWERS = ("?", "\uff1f", ":", "\uff1a")  # questions, and lead-ins to a list or code block
+NOT_ANSWERS = ("?", "\uff1f", *LEAD_IN_ENDS)  # questions, and lead-ins to a list or code block
 
 
 def answers(text: str, answering: Answering = ANSWERING) -> bool:

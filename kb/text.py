@@ -23,6 +23,8 @@ _EN_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s)")
 _CONTINUES = re.compile(r"[?!]*[\"'”’]+[ \t]*[a-z]")
 _ABBREVIATIONS = {"e.g", "i.e", "vs", "etc", "approx", "no", "mr", "dr", "fig", "cf", "u.s", "inc", "ltd"}
 _FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
+FENCE_MARKS = ("```", "~~~")  # what opens a fenced code block
+LEAD_IN_ENDS = (":", "\uff1a")  # how a sentence that introduces a list, a table or a code block ends
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _URL = re.compile(r"https?://\S+")
 _MARKER = re.compile(r"(?:#{1,6}|[-*+·•]|\d{1,3}[.)]|>)[ \t]+")
@@ -123,7 +125,7 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
     end = len(text) if end is None else end
     protected = _protected(text, start, end)
     cuts: set[int] = set()
-    fences = [s for s in protected if text.startswith(("```", "~~~"), s[0])]
+    fences = [s for s in protected if text.startswith(FENCE_MARKS, s[0])]
     for a, b in fences:
         cuts.update((a, b))
     for i in range(start, end):
@@ -180,12 +182,7 @@ def _join_blocks(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int
             i = max(j, i + 1)
             continue
         start = spans[i][0]
-        first_line = min(lines)[0]
-        if (
-            out
-            and text[out[-1][0] : out[-1][1]].endswith((":", "\uff1a"))
-            and not text[out[-1][1] : first_line].strip()
-        ):
+        if out and _leads_in(text, out[-1], min(lines)[0]):
             start = out.pop()[0]
         out.append((start, spans[j - 1][1]))
         i = j
@@ -198,15 +195,15 @@ def _join_lead_ins(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, i
     alone answers nothing, and the block alone loses what it is for."""
     out: list[tuple[int, int]] = []
     for span in spans:
-        if (
-            out
-            and text.startswith(("```", "~~~"), span[0])
-            and text[out[-1][0] : out[-1][1]].endswith((":", "\uff1a"))
-            and not text[out[-1][1] : span[0]].strip()
-        ):
+        if out and text.startswith(FENCE_MARKS, span[0]) and _leads_in(text, out[-1], span[0]):
             span = (out.pop()[0], span[1])
         out.append(span)
     return out
+
+
+def _leads_in(text: str, before: tuple[int, int], block: int) -> bool:
+    """The span ``before`` ends in a colon with nothing but white space between it and the block at ``block``."""
+    return text[before[0] : before[1]].endswith(LEAD_IN_ENDS) and not text[before[1] : block].strip()
 
 
 @lru_cache(maxsize=1)

@@ -29,9 +29,9 @@ LINGER_SECONDS = 2.0  # how long a refused connection's remaining input is read 
 # stretches, which on a loaded machine can keep the ping's thread waiting past 5 s. (One CI run saw a reset
 # connection with two workers; it did not reproduce, under load or not, so this is the likely cause, unproven.)
 WORKER_HEALTHCHECK_S = 60
-# On SIGTERM a worker stops taking connections and waits for the open ones to finish; an open stream or a
-# stuck client would hold it (and a supervisor's restart) without end. After this many seconds what is still
-# open is cancelled (a test fixture once waited 30 s for two workers to exit; the cause was not found).
+# On SIGTERM a worker stops taking connections and waits for the open ones to finish; a client that never
+# finishes sending its request held it (and a supervisor's restart) without end, with one worker or two
+# (tests/service/test_hardening_e2e.py). After this many seconds what is still open is cancelled.
 GRACEFUL_SHUTDOWN_S = 10
 APP_FACTORY = "service.app:app_from_env"  # what each worker process of `kbq serve --workers N` imports
 _BAD_REQUEST = json.dumps(
