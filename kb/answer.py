@@ -152,9 +152,10 @@ class Answerer:
         plus the features the confidence model reads.
 
         Community reports answer only what official sources do not: when the best sentence is official,
-        no comment joins it. A sentence in the other language stays only when it is the best one and
-        has no counterpart in the answer's language. Official sentences come first; within each kind the
-        best sentence's passage leads, then the others in retrieval order, each in document order.
+        no comment joins it. A sentence in the other language stays only when it has no counterpart in the
+        answer's language (and, with ``other_lang_lead_only``, is the best one), labelled with its source.
+        Official sentences come first; within each kind the best sentence's passage leads, then the others in
+        retrieval order, each in document order.
         """
         if not draft.candidates:
             return [], None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evals.calibrate import fit_logistic, plateau_best
+from evals.calibrate import fit_logistic, fit_ranker, plateau_best
 
 
 def test_the_threshold_sits_on_a_plateau_not_on_a_lone_spike():
@@ -29,3 +29,31 @@ def test_a_fitted_logistic_separates_what_it_was_fitted_on():
     y = (x[:, 0] - 0.5 * x[:, 1] > 0).astype(float)
     model = fit_logistic(x, y, ("a", "b"))
     assert model.coef["a"] > 0 > model.coef["b"]
+
+
+def test_the_ranker_learns_what_orders_a_questions_candidates_not_what_sets_questions_apart():
+    """Feature ``a`` orders each question's candidates: the fact is its best one. Feature ``b`` only says
+    which questions have facts among their candidates (they all run high), which a pointwise fit weighs and
+    a ranker must not: within a question, ``b`` is noise."""
+    rng = np.random.default_rng(0)
+    rows, labels, groups = [], [], []
+    for q in range(200):
+        answerable = q % 2 == 0
+        level = 1.0 if answerable else -1.0
+        a = rng.normal(size=6)
+        fact = int(np.argmax(a))
+        for i in range(6):
+            rows.append((a[i], level + 0.3 * rng.normal()))
+            labels.append(float(answerable and i == fact))
+            groups.append(q)
+    x, y, g = np.array(rows), np.array(labels), np.array(groups)
+    pointwise = fit_logistic(x, y, ("a", "b"))
+    ranker = fit_ranker(x, y, g, ("a", "b"))
+    assert pointwise.coef["b"] > 1.0  # a pointwise fit leans on what sets questions apart
+    assert abs(ranker.coef["b"]) < 0.2 * ranker.coef["a"]
+    scores = 1 / (1 + np.exp(-(ranker.bias + x @ [ranker.coef["a"], ranker.coef["b"]])))
+    firsts = [int(np.argmax(scores[g == q])) == int(np.argmax(y[g == q])) for q in range(0, 200, 2)]
+    assert np.mean(firsts) > 0.95
+    # still a probability of being a fact: about as many facts expected as there are
+    assert abs(scores.sum() - y.sum()) < 0.1 * y.sum()
+
