@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Collection
 
 from kb.calibration import SENTENCE_FEATURES, AnswerFeatures, Calibration, SentenceFeatures
-from kb.candidates import Candidate, Draft, Featuriser, SentenceView, named_terms, standout
+from kb.candidates import Candidate, Draft, Featuriser, SentenceView, asking, named_terms, standout
 from kb.compose import Realiser, join, label
 from kb.config import MAX_QUESTION_CHARS
 from kb.retrieve import Retriever
@@ -99,11 +99,12 @@ class Answerer:
         hits = self.retriever.search(
             question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals
         )
-        # what the material states: a name only a corrected claim or a question mentions ("Frankfurt", in
-        # "C5 is in every region, we're in Frankfurt") is not something the material covers
-        terms = set(tokenize(question))
+        # what the material states about what the question asks: a name only a corrected claim or a question
+        # mentions ("Frankfurt", in "C5 is in every region, we're in Frankfurt") is not something it covers
+        asked = asking(question)
+        terms = set(tokenize(asked))
         unknown = sum(not self.store.stated(t) for t in terms) / len(terms) if terms else 0.0
-        missing_name = float(any(not self.store.stated(name, inside=True) for name in named_terms(question)))
+        missing_name = float(any(not self.store.stated(name, inside=True) for name in named_terms(asked)))
         answer_lang = lang if lang in LANGS else signals.query_lang
         candidates = self.featuriser.candidates(question, signals, hits)
         relevance = float(signals.relevance.max()) if signals.relevance is not None else 0.0

@@ -59,8 +59,8 @@ class AnswerFeatures:
 
     ranker: float  # the best sentence's ranker score
     dense: float  # the best candidate cosine
-    unknown: float  # share of the question's terms that nothing quotable in the corpus uses
-    missing_name: float  # the question names something nothing quotable in the corpus mentions
+    unknown: float  # share of the terms of what the question asks that nothing quotable in the corpus uses
+    missing_name: float  # what the question asks names something nothing quotable in the corpus mentions
     unmatched_name: float  # share of the question's names that no chosen sentence (or heading) mentions
     coverage: float  # share of the question's terms that the chosen sentences (and headings) hold
     asks_unmet: float  # the question asks for a price, a date or a quantity that no chosen sentence holds

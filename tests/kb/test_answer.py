@@ -11,7 +11,7 @@ import pytest
 
 from kb.answer import ABSTAIN, Answerer, InvalidQuestion, verify
 from kb.calibration import PORTABLE_FEATURES, Calibration, CalibrationError
-from kb.candidates import standout
+from kb.candidates import asking, standout
 from kb.compose import join, label
 from kb.retrieve import Signals
 from kb.store import SentenceRows, iter_chunks
@@ -213,10 +213,35 @@ def _quote(kb, cand) -> str:
         ("Nitro 实例上 board_asset_tag 里存的是什么?", 0.0),  # written inside a longer path
         ("p3.16xlarge 有几块 GPU?", 1.0),  # its parts (p3, 16xlarge) alone do not count
         ("Is the timeout called nvme_core.io_timeout?", 0.0),
+        # a story around the question names what it likes; only what it asks must be covered
+        (
+            "Our nightly pg_dump slows down after half an hour. What's the sustained EBS baseline of c5.xlarge?",
+            0.0,
+        ),
+        ("We benchmarked c5.large against c4.large for a week. How many GPUs does a p3.16xlarge have?", 1.0),
+        ("我们用 pg_dump 做备份,跑半小时就变慢。c5.xlarge 的 EBS 基准带宽是多少?", 0.0),
     ],
 )
 def test_a_question_naming_something_the_corpus_never_mentions_is_flagged(kb, question, missing):
     assert kb.answerer.draft(question).missing_name == missing
+
+
+@pytest.mark.parametrize(
+    ("question", "asked"),
+    [
+        ("Our pg_dump stalls on c5. What is the baseline?", "What is the baseline?"),
+        (
+            "c5 went live everywhere, right? so why can't we launch it in Tokyo",
+            "c5 went live everywhere, right?",
+        ),
+        ("跑了一周 iperf3。单流能到多少？多流呢？", "单流能到多少？ 多流呢？"),
+        ("What is the baseline?", "What is the baseline?"),
+        ("ssm automation doc name xen to nitro readiness", "ssm automation doc name xen to nitro readiness"),
+        ("We use pg_dump. It stalls.", "We use pg_dump. It stalls."),  # nothing asks: all of it counts
+    ],
+)
+def test_what_a_question_asks_is_its_sentences_that_end_in_a_question_mark(question, asked):
+    assert asking(question) == asked
 
 
 def test_calibration_is_kept_per_embedder_set_and_a_broken_file_falls_back(tmp_path):
