@@ -105,6 +105,10 @@ class Answerer:
         terms = set(tokenize(asked))
         unknown = sum(not self.store.stated(t) for t in terms) / len(terms) if terms else 0.0
         missing_name = float(any(not self.store.stated(name, inside=True) for name in named_terms(asked)))
+        if not (signals.langs == signals.query_lang).any():
+            # words are evidence only in a language the material is written in: an English question over
+            # Chinese-only material uses words it never does, and says nothing by that
+            unknown = missing_name = 0.0
         answer_lang = lang if lang in LANGS else signals.query_lang
         candidates = self.featuriser.candidates(question, signals, hits)
         relevance = float(signals.relevance.max()) if signals.relevance is not None else 0.0

@@ -167,7 +167,7 @@ class Draft:
     hits: list[Hit]
     candidates: list[Candidate]
     view: SentenceView
-    unknown: float = 0.0  # share of the terms of what the question asks (``asking``) that nothing quotable uses
+    unknown: float = 0.0  # share of the terms of what it asks (``asking``) that nothing quotable uses
     missing_name: float = 0.0  # 1.0 when what the question asks names something nothing quotable mentions
     relevance: float = 0.0  # the relevance model's best question-sentence cosine (0 without one)
     question_lang: str = ""  # the question's language (``lang`` may be another, when the asker sets it)

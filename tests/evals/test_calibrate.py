@@ -56,4 +56,3 @@ def test_the_ranker_learns_what_orders_a_questions_candidates_not_what_sets_ques
     assert np.mean(firsts) > 0.95
     # still a probability of being a fact: about as many facts expected as there are
     assert abs(scores.sum() - y.sum()) < 0.1 * y.sum()
-

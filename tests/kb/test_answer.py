@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +14,7 @@ from kb.answer import ABSTAIN, Answerer, InvalidQuestion, verify
 from kb.calibration import PORTABLE_FEATURES, Calibration, CalibrationError
 from kb.candidates import asking, standout
 from kb.compose import join, label
+from kb.config import Settings
 from kb.retrieve import Signals
 from kb.store import SentenceRows, iter_chunks
 from kb.text import detect_lang
@@ -395,3 +397,23 @@ def test_a_correction_cites_what_it_corrects_without_quoting_it(kb):
     assert labelled and labelled[0].corrects and labelled[0].corrects["url"]
     corrected = next(c for _, c in iter_chunks(kb.store) if c.chunk_id == labelled[0].corrects["chunk_id"])
     assert corrected.origin.disputed_by and corrected.text not in answer.answer
+
+
+def test_words_count_as_evidence_only_in_a_language_the_material_is_written_in(kb, corpus_dir, tmp_path):
+    """Over Chinese-only material an English question uses words the material never does: that says nothing
+    about whether it is covered, so neither the unknown share nor a missing name is read."""
+    from kb.knowledge import KnowledgeBase
+    from service.indexing import ingest
+
+    question = "How many GPUs does a p3.16xlarge have?"
+    assert kb.answerer.draft(question).missing_name == 1.0  # a bilingual corpus: the name is unknown
+    corpus = tmp_path / "corpus"
+    for source in ("faq/c5-migration.zh.md", "article/aws-kvm-infoq.zh.md"):
+        (corpus / source).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(corpus_dir / source, corpus / source)
+    settings = Settings(index_dir=tmp_path / "kbq" / "index", corpus_dir=corpus)
+    _, problems = ingest(settings)
+    assert not problems
+    draft = KnowledgeBase.open(settings).answerer.draft(question)
+    assert (draft.missing_name, draft.unknown) == (0.0, 0.0)
+    assert draft.candidates and all(c.lang == "zh" for c in draft.candidates)
