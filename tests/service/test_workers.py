@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -42,14 +43,18 @@ def two_workers(private_settings: Settings) -> Iterator[tuple[str, Settings]]:
         "KB_PUBLIC_ENDPOINTS": "metrics",  # open endpoints are not rate limited
     }  # no KB_WIDGET_SECRET: `kbq serve` must give both workers one
     cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "2"]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    # its log goes to a file, not a pipe nobody reads while it runs (a full pipe blocks the writer), and is
+    # shown when the server fails to start or to stop; its own session, so every worker can be killed
+    log_path = private_settings.index_dir.parent / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else "kbq serve exited"
+            assert proc.poll() is None, f"kbq serve exited: {log_path.read_text()[-4000:]}"
             assert time.monotonic() < deadline, "kbq serve --workers 2 did not start"
             try:
                 if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
@@ -59,7 +64,14 @@ def two_workers(private_settings: Settings) -> Iterator[tuple[str, Settings]]:
         yield url, private_settings
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # no worker left behind
+            proc.wait()
+            pytest.fail(
+                f"kbq serve --workers 2 ran on 30 s after SIGTERM; its log ends:\n{log_path.read_text()[-4000:]}"
+            )
 
 
 def _fresh(url: str, address: str = "127.0.0.1") -> httpx.Client:
