@@ -79,14 +79,10 @@ def fit_ranker(
         e = np.exp(s - s.max())
         every, facts = np.bincount(g, weights=e, minlength=n), np.bincount(g, weights=e * yt, minlength=n)
         w -= 0.5 * (zt.T @ (e / every[g] - e * yt / facts[g]) / n + l2 * w)
-    order = z @ w
-    a, b = 1.0, 0.0
-    for _ in range(4000):
-        p = 1 / (1 + np.exp(-(a * order + b)))
-        a -= 0.2 * float(np.mean((p - y) * order))
-        b -= 0.2 * float(np.mean(p - y))
+    scale = fit_logistic((z @ w)[:, None], y, ("order",), l2=0.0)  # the order into a probability
+    a = scale.coef["order"]
     coef = {f: round(float(a * w[i] / sd[i]), 5) for i, f in enumerate(names)}
-    return Logistic(coef, round(float(b - a * np.sum(w * mu / sd)), 5), names)
+    return Logistic(coef, round(float(scale.bias - a * np.sum(w * mu / sd)), 5), names)
 
 
 def fit_on(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], keep: tuple[str, ...]) -> Logistic:

@@ -19,6 +19,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kb.text import QUESTION_ENDS
+
 # Opening words that contradict what was said ("No.", "It isn't.", "不是，"): a correction of a claim, but
 # only an answer when they reply to a plain question.
 _CONTRADICTS = re.compile(
@@ -54,7 +56,7 @@ _AGREES = re.compile(
 )
 _MENTION = re.compile(r"(?:\bu/|@)([A-Za-z0-9_-]{3,})")
 _QUOTE = re.compile(r"^[ \t]*>[ \t]?(.+)$", re.M)
-_QUESTION_END = re.compile(r"[?？][\s\"'”’)）]*$")
+_QUESTION_END = re.compile(f"[{''.join(QUESTION_ENDS)}]" + r"[\s\"'”’)）]*$")  # closing quotes may follow
 # A question that presupposes a claim ("isn't it …?", "… right?", "不是…吗?"): correcting it corrects the claim.
 _LEADING = re.compile(
     r"\b(isn'?t|aren'?t|doesn'?t|don'?t|wasn'?t|didn'?t|won'?t|shouldn'?t|right\s*[?？]|surely|so .+ is)\b|"

@@ -20,7 +20,15 @@ from kb.calibration import AnswerFeatures, SentenceFeatures
 from kb.fusion import signal_weight
 from kb.retrieve import Retriever, Signals
 from kb.store import SentenceRows, Store
-from kb.text import LEAD_IN_ENDS, detect_lang, is_figure, language_neutral, sentence_spans, tokenize
+from kb.text import (
+    LEAD_IN_ENDS,
+    QUESTION_ENDS,
+    detect_lang,
+    is_figure,
+    language_neutral,
+    sentence_spans,
+    tokenize,
+)
 from kb.tuning import ANSWERING, Answering
 from kb.types import OFFICIAL_KINDS, Hit, quotable
 
@@ -61,7 +69,6 @@ ASKS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
         re.compile(r"\d"),
     ),
 }
-QUESTION_ENDS = ("?", "\uff1f")
 NOT_ANSWERS = (*QUESTION_ENDS, *LEAD_IN_ENDS)  # questions, and lead-ins to a list or code block
 
 

@@ -25,6 +25,7 @@ _ABBREVIATIONS = {"e.g", "i.e", "vs", "etc", "approx", "no", "mr", "dr", "fig", 
 _FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
 FENCE_MARKS = ("```", "~~~")  # what opens a fenced code block
 LEAD_IN_ENDS = (":", "\uff1a")  # how a sentence that introduces a list, a table or a code block ends
+QUESTION_ENDS = ("?", "\uff1f")  # how a question ends
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _URL = re.compile(r"https?://\S+")
 _MARKER = re.compile(r"(?:#{1,6}|[-*+·•]|\d{1,3}[.)]|>)[ \t]+")
