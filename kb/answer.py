@@ -176,11 +176,23 @@ class Answerer:
             if best.official and not cand.official and score < self.answering.community_share * best_score:
                 continue  # community reports only for what official sources do not cover
             same = next((i for i, c in enumerate(chosen) if self._similar(draft.view, cand, c)), None)
+            if same is None and cand.official:  # a community report that says less than this sentence
+                same = next(
+                    (
+                        i
+                        for i, c in enumerate(chosen)
+                        if not c.official and self._similar(draft.view, c, cand)
+                    ),
+                    None,
+                )
             if same is None:
                 chosen.append(cand)
             elif cand.official and not chosen[same].official:
                 chosen[same] = cand  # an official source says what a community report said: quote it
-        said = self.realiser.realise(chosen, draft.candidates, draft.lang, draft.view)
+        # a translation may take two sentences where one language split one: the weakest past the limit go
+        said = self.realiser.realise(chosen, draft.candidates, draft.lang, draft.view)[
+            : self.answering.max_sentences
+        ]
         if self.answering.other_lang_lead_only and any(c.lang == draft.lang for c in said):
             said = [c for i, c in enumerate(said) if c.lang == draft.lang or i == 0]
         rank = {h.row: h.rank for h in draft.hits}

@@ -9,7 +9,8 @@ article:"). No fact is stated twice in two languages.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from kb.candidates import Candidate, SentenceView, answers
 from kb.embed import Embedder
 from kb.store import Store
+from kb.text import detect_lang, is_figure, tokenize
 from kb.tuning import ANSWERING, Answering
 from kb.types import OFFICIAL_KINDS
 
@@ -51,6 +53,27 @@ def join(parts: list[str], joiner: str) -> str:
     return "".join(out)
 
 
+def specific(figures: AbstractSet[str]) -> frozenset[str]:
+    """The figures a translation must keep ("us-east-1", "4.15", "255", "2016-11-15"). Numbers of one or two
+    digits are left out: the other language often writes them otherwise ("November" for 11 月, "two" for 2)."""
+    return frozenset(f for f in figures if len(f) > 2 or not f.isdigit())
+
+
+def _cover(needed: frozenset[str], options: Iterable[Candidate]) -> list[Candidate]:
+    """The first of ``options`` and, after it, those that state a figure in ``needed`` it does not, until all
+    are stated; none when they never are."""
+    said: list[Candidate] = []
+    missing = set(needed)
+    for part in options:
+        if said and not part.figures & missing:
+            continue
+        said.append(part)
+        missing -= part.figures
+        if not missing:
+            return said
+    return []
+
+
 class Realiser:
     """Finds, for a sentence in one language, the sentence that says it in the other."""
 
@@ -76,53 +99,121 @@ class Realiser:
         out: list[Candidate] = []
         for cand in chosen:
             if cand.lang == answer_lang:
-                said = cand
+                said = [cand]
             elif cand.neutral:
-                said = replace(cand, lang=answer_lang)  # a command reads the same in either language
+                said = [replace(cand, lang=answer_lang)]  # a command reads the same in either language
             else:
-                said = self.counterpart(cand, pool, answer_lang, view) or cand
-            if any(c.sid == said.sid for c in out):
-                continue
-            if said.lang != answer_lang and any(
-                self.cosine(view, said.sid, c.sid) >= self.answering.counterpart for c in out
-            ):
-                continue  # already said in the answer's language
-            out.append(said)
-        # A sentence left in the other language whose twin entry's closest sentence the answer quotes anyway,
-        # and is close to, says that sentence's fact again ("主要原因是…维护成本…低" beside "Its main argument was
+                said = self.counterpart(cand, pool, answer_lang, view) or [cand]
+            for part in said:
+                if any(c.sid == part.sid for c in out):
+                    continue
+                if part.lang != answer_lang and any(
+                    self.cosine(view, part.sid, c.sid) >= self.answering.counterpart
+                    and specific(part.figures) <= c.figures
+                    for c in out
+                ):
+                    continue  # already said in the answer's language
+                out.append(part)
+        # A sentence left in the other language close to a sentence of its twin entry that the answer quotes
+        # anyway says that sentence's fact again ("主要原因是…维护成本…低" beside "Its main argument was
         # maintenance cost: …"): it goes.
         quoted = {c.sid for c in out}
-        return [
+        out = [
             c for c in out if c.lang == answer_lang or not self._restates_twin(c, answer_lang, view, quoted)
         ]
+        # An answer led in its language is written in it: quotes in the other language add to it, they do not
+        # make up most of it. The weakest of them go until they do not.
+        while (
+            out and out[0].lang == answer_lang and detect_lang(" ".join(map(self._text, out))) != answer_lang
+        ):
+            other = [i for i, c in enumerate(out) if i and c.lang != answer_lang]
+            if not other:
+                break
+            del out[other[-1]]
+        return out
+
+    def _text(self, cand: Candidate) -> str:
+        doc = self.store.document(self.store.chunk(cand.row).doc_id)
+        return doc.text[cand.start : cand.end] if doc else ""
 
     def _restates_twin(self, cand: Candidate, answer_lang: str, view: SentenceView, quoted: set[int]) -> bool:
-        closest = self._twin_closest(cand, answer_lang, view)
-        return (
-            closest is not None
-            and closest in quoted
-            and self.cosine(view, cand.sid, closest) >= self.answering.twin_restates
+        """Whether a sentence of ``cand``'s twin entry that the answer quotes says what ``cand`` says: close
+        (one language may merge two sentences into one, so not only the closest counts) and stating its
+        figures."""
+        entry = self._entry_sentences(cand.row, answer_lang, view) if self.multilingual else []
+        return any(
+            self.cosine(view, cand.sid, sid) >= self.answering.twin_restates
+            and specific(cand.figures) <= self._at(cand, sid, answer_lang, view).figures
+            for sid in entry
+            if sid in quoted
         )
 
     def counterpart(
         self, cand: Candidate, pool: Sequence[Candidate], answer_lang: str, view: SentenceView
-    ) -> Candidate | None:
-        """The sentence of the twin entry that translates ``cand``, or a candidate in ``answer_lang`` close
-        enough to say the same.
+    ) -> list[Candidate]:
+        """The sentences of the twin entry that translate ``cand``, or a candidate in ``answer_lang`` close
+        enough to say the same; none when nothing in ``answer_lang`` says all of it.
 
         Twin entries say the same things, not always sentence by sentence: one language may split, merge
         or add a sentence. A twin sentence counts as ``cand``'s translation only when each is the other's
-        closest in its entry (mutual best match, as sentence aligners pair bitext); the closest alone can be
+        closest in its entry (mutual best match, as sentence aligners pair bitext, or two neighbours that the
+        twin says in one sentence); the closest alone can be
         another fact ("detaching is a forced detach" has no sentence of its own in one twin, whose closest
-        is "kernels 4.2 and newer see a resize")."""
-        best = self._twin_closest(cand, answer_lang, view)
-        if best is not None and self._twin_closest(cand, cand.lang, view, sid=best) == cand.sid:
-            row, start, end = view.span(best)
-            return replace(cand, sid=best, row=row, start=start, end=end, lang=answer_lang)
+        is "kernels 4.2 and newer see a resize"). A figure ``cand`` states that its translation drops (the
+        region codes beside "three regions") is said by the twin's closest sentences that state it, where one
+        language split the sentence; a figure nothing in ``answer_lang`` states leaves ``cand`` as it is."""
+        needed = specific(cand.figures)
+        entry = self._entry_sentences(cand.row, answer_lang, view) if self.multilingual else []
+        if entry:
+            closest = sorted(entry, key=lambda s: -self.cosine(view, cand.sid, s))
+            back = self._twin_closest(cand, cand.lang, view, sid=closest[0])
+            if back is not None and self._aligned(cand, back, view):
+                said = _cover(needed, (self._at(cand, s, answer_lang, view) for s in closest))
+                if said:
+                    return said
         same = [c for c in pool if c.lang == answer_lang and c.official >= cand.official]
-        scored = [(self.cosine(view, cand.sid, c.sid), c) for c in same]
-        best_score, best_cand = max(scored, key=lambda x: x[0], default=(-1.0, None))
-        return best_cand if best_cand is not None and best_score >= self.answering.counterpart else None
+        seen = {c.sid for c in same}
+        same += [c for c in self._elsewhere(cand, answer_lang, view) if c.sid not in seen]
+        scored = sorted(((self.cosine(view, cand.sid, c.sid), c) for c in same), key=lambda x: -x[0])
+        if not scored or scored[0][0] < self.answering.counterpart:
+            return []  # nothing in ``answer_lang`` says it
+        # the figures tell which of the close sentences says it; else the closest and what states the ones it drops
+        near = [c for score, c in scored if score >= self.answering.twin_restates]
+        whole = next((c for c in near if needed <= c.figures), None)
+        return [whole] if whole is not None else _cover(needed, near)
+
+    def _aligned(self, cand: Candidate, back: int, view: SentenceView) -> bool:
+        """Whether the twin sentence closest to ``cand``, whose own closest is ``back``, translates it: each is
+        the other's closest, or ``back`` is ``cand``'s neighbour in its passage and the twin says both in one
+        sentence (a 2-1 bead, as sentence aligners allow: "AWS 建议…改用 C5;" and "如果看重…GPU 或 FPGA…" are
+        one English sentence)."""
+        if back == cand.sid:
+            return True
+        own = view.of_row(cand.row)
+        return back in own and cand.sid in own and abs(own.index(back) - own.index(cand.sid)) == 1
+
+    def _elsewhere(self, cand: Candidate, lang: str, view: SentenceView) -> list[Candidate]:
+        """The official sentences, in ``lang``, of the passages nearest to ``cand`` in the whole material: what
+        says it in ``lang`` need not be among the question's candidates (an English question whose candidates
+        are all Chinese quotes a Chinese comment on EC2's history, which an English FAQ entry tells too)."""
+        found: list[Candidate] = []
+        for m in self.multilingual:
+            near = self.store.dense_search(m, view.vector(m, cand.sid), self.answering.elsewhere_passages)
+            for row in (int(r) for r in near.rows):
+                chunk = self.store.chunk(row)
+                if chunk.lang != lang or chunk.kind not in OFFICIAL_KINDS:
+                    continue
+                for sid in view.of_row(row):
+                    part = self._at(replace(cand, official=True), sid, lang, view)
+                    if answers(self._text(part), self.answering):
+                        found.append(part)
+        return found
+
+    def _at(self, cand: Candidate, sid: int, lang: str, view: SentenceView) -> Candidate:
+        """``cand`` moved to sentence ``sid`` (in ``lang``), with that sentence's figures."""
+        row, start, end = view.span(sid)
+        moved = replace(cand, sid=sid, row=row, start=start, end=end, lang=lang)
+        return replace(moved, figures=frozenset(t for t in tokenize(self._text(moved)) if is_figure(t)))
 
     def _twin_closest(
         self, cand: Candidate, lang: str, view: SentenceView, sid: int | None = None

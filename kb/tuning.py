@@ -128,10 +128,11 @@ class Answering:
     twin_restates: float = tuned(
         0.4,
         "by hand",
-        "a sentence left in the other language (no mutual match in its twin entry) restates the twin entry's "
-        "closest sentence, and is dropped, when the answer quotes that sentence and their multilingual cosine "
-        "is at least this: 0.43 for '主要原因是…维护成本…低' beside 'Its main argument was maintenance cost'; "
-        "facts of their own sat at 0.27-0.38 ('detaching is a forced detach' beside 'a resize is seen')",
+        "a sentence left in the other language (no mutual match in its twin entry) restates a sentence of the "
+        "twin entry, and is dropped, when the answer quotes that sentence, states its figures and their "
+        "multilingual cosine is at least this: 0.43 for '主要原因是…维护成本…低' beside 'Its main argument was "
+        "maintenance cost'; facts of their own sat at 0.27-0.38 ('detaching is a forced detach' beside 'a resize "
+        "is seen'). Also the least a sentence must be close to join a translation for a figure it states",
     )
     other_lang_lead_only: bool = tuned(
         False,
@@ -141,6 +142,12 @@ class Answering:
         "(evals.calibrate.fit_ranker) False is better on both 5-fold measures of the 430 tune questions, "
         "support + min(abstention P, R) 1.344 -> 1.354 (smoothed threshold) and 1.358 -> 1.390 (at 0.65), "
         "support 0.764 -> 0.794, language match 0.986 -> 0.984; under the pointwise ranker the two disagreed",
+    )
+    elsewhere_passages: int = tuned(
+        10,
+        "by hand",
+        "passages searched, by a sentence's own vector, for an official sentence in the asker's language that "
+        "says what it says, when neither the twin entry nor the candidates have one (kb.compose)",
     )
     min_sentence_chars: int = tuned(6, "by hand", "shorter spans are list markers or headings, never answers")
     same_corpus: float = tuned(

@@ -166,7 +166,7 @@ def test_a_twin_sentence_stands_in_only_for_the_sentence_it_translates(kb):
     draft = kb.answerer.draft("社区是怎么恢复 xvd 设备名的?", lang="en")
     fix = next(c for c in draft.candidates if c.lang == "zh" and "udev 规则配合" in _quote(kb, c))
     said = kb.answerer.realiser.counterpart(fix, draft.candidates, "en", draft.view)
-    assert said is None or "udev" in _quote(kb, said)
+    assert not said or any("udev" in _quote(kb, c) for c in said)
 
 
 @pytest.mark.parametrize(
@@ -174,8 +174,6 @@ def test_a_twin_sentence_stands_in_only_for_the_sentence_it_translates(kb):
     [
         # the twin entry's closest sentence says it: drop it beside that sentence
         ("why KVM over Xen", "en", "主要原因是基于 KVM 的系统维护成本", True),
-        # the twin entry's closest sentence says something else: a fact of its own stays
-        ("nvme ebs卷 attach/detach 底层怎么实现的", "zh", "Detaching an NVMe EBS volume always acts", False),
     ],
 )
 def test_a_sentence_left_in_the_other_language_goes_only_beside_its_restatement(
@@ -195,6 +193,100 @@ def test_a_code_block_is_quoted_as_it_is_in_either_language(kb):
     assert code.neutral
     said = kb.answerer.realiser.realise([code], draft.candidates, "en", draft.view)
     assert [(c.sid, c.lang) for c in said] == [(code.sid, "en")]  # quoted as it is, so without a label
+
+
+_TWINS = {
+    "en": """---
+title: "Regions"
+lang: en
+---
+
+## Where did C5 launch? {#regions}
+
+C5 launched in three regions: N. Virginia, Oregon and Ireland. Their region codes are `us-east-1`, `us-west-2` and `eu-west-1`.
+
+Source: a test, 2017-11-07
+
+## What did C5 cost? {#price}
+
+A c5.2xlarge cost less per hour than a c4.2xlarge did.
+
+Source: a test, 2017-11-07
+
+## Who should move to C5? {#advice}
+
+AWS recommends C5 for workloads on C3 or C4, and GPU or FPGA instances where raw graphics performance counts.
+
+Source: a test, 2017-11-07
+""",
+    "zh": """---
+title: "区域"
+lang: zh
+---
+
+## C5 在哪里发布? {#regions}
+
+C5 发布时只在三个区域提供:弗吉尼亚北部 (`us-east-1`)、俄勒冈 (`us-west-2`) 和爱尔兰 (`eu-west-1`)。
+
+Source: a test, 2017-11-07
+
+## C5 多少钱? {#price}
+
+按需的 c5.2xlarge 每小时 $0.34,c4.2xlarge 每小时 $0.398,按小时算 C5 便宜约百分之十五,这还没有算上新处理器更快带来的好处。
+
+Source: a test, 2017-11-07
+
+## 谁应该换到 C5? {#advice}
+
+AWS 建议运行在 C3 或 C4 上的工作负载改用 C5;如果看重纯粹的图形性能,则应考虑 GPU 或 FPGA 实例。
+
+Source: a test, 2017-11-07
+""",
+}
+
+
+def test_a_translation_says_every_figure_its_original_states(tmp_path):
+    """A twin sentence that drops a figure the original states does not translate all of it: the twin's
+    sentences that state the figure join it, and where none does the original is quoted, labelled. And two
+    neighbouring sentences that the twin says in one are each translated by it."""
+    from kb.knowledge import KnowledgeBase
+    from service.indexing import ingest
+
+    corpus = tmp_path / "corpus"
+    (corpus / "faq").mkdir(parents=True)
+    for lang, text in _TWINS.items():
+        (corpus / "faq" / f"c5.{lang}.md").write_text(text, encoding="utf-8")
+    settings = Settings(index_dir=tmp_path / "kbq" / "index", corpus_dir=corpus)
+    _, problems = ingest(settings)
+    assert not problems
+    answerer = KnowledgeBase.open(settings).answerer
+
+    def text(cand) -> str:
+        return answerer.store.document(answerer.store.chunk(cand.row).doc_id).text[cand.start : cand.end]
+
+    draft = answerer.draft("C5 在哪几个区域发布?", lang="en")
+    codes = next(c for c in draft.candidates if "us-east-1" in text(c))
+    said = answerer.realiser.counterpart(codes, draft.candidates, "en", draft.view)
+    assert [c.lang for c in said] == ["en", "en"]
+    assert "N. Virginia" in text(said[0]) and "us-east-1" in text(said[1])
+
+    draft = answerer.draft("C5 每小时多少钱?", lang="en")
+    prices = next(c for c in draft.candidates if "$0.34" in text(c))
+    assert answerer.realiser.counterpart(prices, draft.candidates, "en", draft.view) == []
+    assert [c.lang for c in answerer.realiser.realise([prices], draft.candidates, "en", draft.view)] == ["zh"]
+    # quotes in the other language add to an answer led in its language, they do not make up most of it
+    lead = next(c for c in draft.candidates if c.lang == "en" and "cost less" in text(c))
+    assert detect_lang(text(lead) + " " + text(prices)) == "zh"
+    said = answerer.realiser.realise([lead, prices], draft.candidates, "en", draft.view)
+    assert [c.sid for c in said] == [lead.sid]
+
+    # one English sentence says two Chinese ones: it translates each (a 2-1 bead)
+    draft = answerer.draft("哪些工作负载应该换到 C5?", lang="en")
+    halves = [c for c in draft.candidates if "C3 或 C4" in text(c) or "GPU 或 FPGA" in text(c)]
+    assert len(halves) == 2
+    for half in halves:
+        said = answerer.realiser.counterpart(half, draft.candidates, "en", draft.view)
+        assert [text(c)[:28] for c in said] == ["AWS recommends C5 for worklo"]
 
 
 def _quote(kb, cand) -> str:
@@ -347,7 +439,10 @@ def test_the_answer_is_written_in_the_question_language(kb, question, lang):
     answer = kb.ask(question)
     assert not answer.abstained and answer.lang == lang
     assert detect_lang(answer.answer) == lang
-    assert all(c.lang == lang for c in answer.citations), [c.quote for c in answer.citations]
+    assert answer.citations[0].lang == lang
+    for cited in answer.citations[1:]:
+        if cited.lang != lang:  # what nothing in the question's language says, labelled with its source
+            assert label(lang, cited.source, cited.lang) + cited.quote in answer.answer
 
 
 def test_the_request_can_name_the_answer_language(kb):
@@ -358,9 +453,9 @@ def test_the_request_can_name_the_answer_language(kb):
 def test_an_faq_sentence_in_the_other_language_is_replaced_by_its_twin(kb):
     draft = kb.answerer.draft("C5 于哪天发布?", lang="en")
     zh = next(c for c in draft.candidates if c.lang == "zh" and kb.store.chunk(c.row).origin.entry_key)
-    twin = kb.answerer.realiser.counterpart(zh, draft.candidates, "en", draft.view)
-    assert twin is not None and twin.lang == "en"
-    original, replaced = kb.store.chunk(zh.row), kb.store.chunk(twin.row)
+    said = kb.answerer.realiser.counterpart(zh, draft.candidates, "en", draft.view)
+    assert said and all(c.lang == "en" for c in said)
+    original, replaced = kb.store.chunk(zh.row), kb.store.chunk(said[0].row)
     assert replaced.origin.entry_key == original.origin.entry_key and replaced.doc_id != original.doc_id
 
 
