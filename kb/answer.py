@@ -181,7 +181,9 @@ class Answerer:
                     (
                         i
                         for i, c in enumerate(chosen)
-                        if not c.official and self._similar(draft.view, c, cand)
+                        if not c.official
+                        and c.end - c.start <= cand.end - cand.start
+                        and self._similar(draft.view, c, cand)
                     ),
                     None,
                 )

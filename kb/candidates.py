@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -104,6 +104,11 @@ def named_terms(question: str) -> list[str]:
     return out
 
 
+def figures(terms: Iterable[str]) -> frozenset[str]:
+    """The terms (kb.text.tokenize) that state a figure (kb.text.is_figure)."""
+    return frozenset(t for t in terms if is_figure(t))
+
+
 def mentions(name: str, terms: Collection[str]) -> bool:
     """``terms`` hold the name, alone or inside a longer compound (``board_asset_tag`` in a path)."""
     return name in terms or any(name in term for term in terms)
@@ -162,7 +167,7 @@ class Candidate:
     lang: str
     features: SentenceFeatures
     neutral: bool = False  # a code block without Chinese: in any language (kb.text.language_neutral)
-    figures: frozenset[str] = frozenset()  # its terms that state a figure (kb.text.is_figure)
+    figures: frozenset[str] = frozenset()  # its terms that state a figure (``figures``)
 
 
 @dataclass(frozen=True)
@@ -267,8 +272,8 @@ class Featuriser:
                 )
                 official = hit.chunk.kind in OFFICIAL_KINDS
                 sid, neutral = int(table.sid[i]), language_neutral(text)
-                figures = frozenset(t for t in terms if is_figure(t))
-                out.append(Candidate(sid, hit.row, start, end, official, lang, features, neutral, figures))
+                stated = figures(terms)
+                out.append(Candidate(sid, hit.row, start, end, official, lang, features, neutral, stated))
         return out
 
     def similarity(self, signals: Signals, passage_lang: str, positions: Sequence[int]) -> dict[int, float]:

@@ -1,8 +1,9 @@
 """Saying the chosen sentences in the asker's language.
 
 A sentence from the other language is replaced by its counterpart: the matching sentence of the FAQ
-entry's twin (the entry key links them), or else a candidate of the answer's language that says the same
-thing. A code block without Chinese is in either language and is quoted as it is. What nothing in the
+entry's twin (the entry key links them), or else a sentence of the answer's language that says the same
+thing, among the candidates or in the official passages nearest to it; either way one that states its figures,
+or with the sentences that state the ones it drops. A code block without Chinese is in either language and is quoted as it is. What nothing in the
 answer's language carries is quoted as it is, and the answer says where it comes from ("From the Chinese
 article:"). No fact is stated twice in two languages.
 """
@@ -15,10 +16,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from kb.candidates import Candidate, SentenceView, answers
+from kb.candidates import Candidate, SentenceView, answers, figures
 from kb.embed import Embedder
 from kb.store import Store
-from kb.text import detect_lang, is_figure, tokenize
+from kb.text import detect_lang, tokenize
 from kb.tuning import ANSWERING, Answering
 from kb.types import OFFICIAL_KINDS
 
@@ -157,9 +158,8 @@ class Realiser:
         Twin entries say the same things, not always sentence by sentence: one language may split, merge
         or add a sentence. A twin sentence counts as ``cand``'s translation only when each is the other's
         closest in its entry (mutual best match, as sentence aligners pair bitext, or two neighbours that the
-        twin says in one sentence); the closest alone can be
-        another fact ("detaching is a forced detach" has no sentence of its own in one twin, whose closest
-        is "kernels 4.2 and newer see a resize"). A figure ``cand`` states that its translation drops (the
+        twin says in one sentence); the closest alone can be another fact ("detaching is a forced detach" has
+        no sentence of its own in one twin, whose closest is "kernels 4.2 and newer see a resize"). A figure ``cand`` states that its translation drops (the
         region codes beside "three regions") is said by the twin's closest sentences that state it, where one
         language split the sentence; a figure nothing in ``answer_lang`` states leaves ``cand`` as it is."""
         needed = specific(cand.figures)
@@ -213,7 +213,7 @@ class Realiser:
         """``cand`` moved to sentence ``sid`` (in ``lang``), with that sentence's figures."""
         row, start, end = view.span(sid)
         moved = replace(cand, sid=sid, row=row, start=start, end=end, lang=lang)
-        return replace(moved, figures=frozenset(t for t in tokenize(self._text(moved)) if is_figure(t)))
+        return replace(moved, figures=figures(tokenize(self._text(moved))))
 
     def _twin_closest(
         self, cand: Candidate, lang: str, view: SentenceView, sid: int | None = None
