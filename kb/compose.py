@@ -196,17 +196,22 @@ class Realiser:
         """The official sentences, in ``lang``, of the passages nearest to ``cand`` in the whole material: what
         says it in ``lang`` need not be among the question's candidates (an English question whose candidates
         are all Chinese quotes a Chinese comment on EC2's history, which an English FAQ entry tells too)."""
+        rows = dict.fromkeys(  # each passage once, whichever multilingual embedder found it
+            int(r)
+            for m in self.multilingual
+            for r in self.store.dense_search(
+                m, view.vector(m, cand.sid), self.answering.elsewhere_passages
+            ).rows
+        )
         found: list[Candidate] = []
-        for m in self.multilingual:
-            near = self.store.dense_search(m, view.vector(m, cand.sid), self.answering.elsewhere_passages)
-            for row in (int(r) for r in near.rows):
-                chunk = self.store.chunk(row)
-                if chunk.lang != lang or chunk.kind not in OFFICIAL_KINDS:
-                    continue
-                for sid in view.of_row(row):
-                    part = self._at(replace(cand, official=True), sid, lang, view)
-                    if answers(self._text(part), self.answering):
-                        found.append(part)
+        for row in rows:
+            chunk = self.store.chunk(row)
+            if chunk.lang != lang or chunk.kind not in OFFICIAL_KINDS:
+                continue
+            for sid in view.of_row(row):
+                part = self._at(replace(cand, official=True), sid, lang, view)
+                if answers(self._text(part), self.answering):
+                    found.append(part)
         return found
 
     def _at(self, cand: Candidate, sid: int, lang: str, view: SentenceView) -> Candidate:

@@ -259,10 +259,11 @@ def test_a_translation_says_every_figure_its_original_states(tmp_path):
     settings = Settings(index_dir=tmp_path / "kbq" / "index", corpus_dir=corpus)
     _, problems = ingest(settings)
     assert not problems
-    answerer = KnowledgeBase.open(settings).answerer
+    knowledge = KnowledgeBase.open(settings)
+    answerer = knowledge.answerer
 
     def text(cand) -> str:
-        return answerer.store.document(answerer.store.chunk(cand.row).doc_id).text[cand.start : cand.end]
+        return _quote(knowledge, cand)
 
     draft = answerer.draft("C5 在哪几个区域发布?", lang="en")
     codes = next(c for c in draft.candidates if "us-east-1" in text(c))
