@@ -12,7 +12,7 @@ import pytest
 
 from kb.answer import ABSTAIN, Answerer, InvalidQuestion, verify
 from kb.calibration import PORTABLE_FEATURES, Calibration, CalibrationError
-from kb.candidates import asking, standout
+from kb.candidates import asking, standout, unmet
 from kb.compose import join, label
 from kb.config import Settings
 from kb.retrieve import Signals
@@ -337,6 +337,26 @@ def test_a_question_naming_something_the_corpus_never_mentions_is_flagged(kb, qu
 )
 def test_what_a_question_asks_is_its_sentences_that_end_in_a_question_mark(question, asked):
     assert asking(question) == asked
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "missing"),
+    [
+        ("link to the github repo with the nitro hypervisor source?", "AWS named it the Nitro Hypervisor.", True),
+        ("which issue was it? link pls", "Chef Ohai broke on C5 (`chef/ohai#1082`).", False),
+        ("how many percent cheaper than c4 is c5?", "It is about 15% cheaper.", False),
+        ("C5 每小时便宜百分之多少?", "按小时单价大概便宜 15% 左右。", False),
+        ("C5 每小时便宜百分之多少?", "C5 比 C4 便宜。", True),
+        ("min ena driver version for c5?", "Install the ENA driver before you move to C5.", True),
+        ("which kernel version sets the timeout for me", "Kernel 4.15 and later take 4294967295.", False),
+        ("C5 记在哪个 API 版本?", "EC2 API 版本 2016-11-15 的文档历史记录了 C5。", False),
+        ("c5.large price per hour?", "c5.2xlarge costs $0.34 per hour.", False),
+        ("when did C5 reach Frankfurt?", "C5 launched in three regions.", True),
+        ("why KVM over Xen?", "KVM is simpler to maintain.", False),  # asks for none of these
+    ],
+)
+def test_a_question_asking_for_a_kind_of_fact_is_unmet_by_an_answer_without_one(question, answer, missing):
+    assert unmet(question, answer) is missing
 
 
 def test_calibration_is_kept_per_embedder_set_and_a_broken_file_falls_back(tmp_path):
