@@ -115,6 +115,7 @@ class Answerer:
         view = SentenceView(self.store, signals.sentences)
         return Draft(
             question,
+            asked,
             answer_lang,
             hits,
             candidates,

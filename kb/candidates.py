@@ -201,6 +201,7 @@ class Draft:
     """Everything decided before the models: retrieval hits and featurised candidate sentences."""
 
     question: str
+    asked: str  # what the question asks (``asking``): its features read this, not the story around it
     lang: str  # the answer's language
     hits: list[Hit]
     candidates: list[Candidate]
@@ -342,7 +343,7 @@ class Featuriser:
             missing_name=draft.missing_name,
             unmatched_name=sum(not mentions(n, said) for n in names) / len(names) if names else 0.0,
             coverage=self.coverage(q_terms, said),
-            asks_unmet=float(unmet(asking(draft.question), " ".join(texts))),
+            asks_unmet=float(unmet(draft.asked, " ".join(texts))),
             across=float(best.lang != draft.lang),
             relevance=draft.relevance,
             chinese=float(draft.question_lang == "zh"),

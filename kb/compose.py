@@ -2,10 +2,10 @@
 
 A sentence from the other language is replaced by its counterpart: the matching sentence of the FAQ
 entry's twin (the entry key links them), or else a sentence of the answer's language that says the same
-thing, among the candidates or in the official passages nearest to it; either way one that states its figures,
-or with the sentences that state the ones it drops. A code block without Chinese is in either language and is quoted as it is. What nothing in the
-answer's language carries is quoted as it is, and the answer says where it comes from ("From the Chinese
-article:"). No fact is stated twice in two languages.
+thing, among the candidates or in the official passages nearest to it; either way one that states its
+figures, or with the sentences that state the ones it drops. A code block without Chinese is in either
+language and is quoted as it is. What nothing in the answer's language carries is quoted as it is, and the
+answer says where it comes from ("From the Chinese article:"). No fact is stated twice in two languages.
 """
 
 from __future__ import annotations
@@ -159,9 +159,10 @@ class Realiser:
         or add a sentence. A twin sentence counts as ``cand``'s translation only when each is the other's
         closest in its entry (mutual best match, as sentence aligners pair bitext, or two neighbours that the
         twin says in one sentence); the closest alone can be another fact ("detaching is a forced detach" has
-        no sentence of its own in one twin, whose closest is "kernels 4.2 and newer see a resize"). A figure ``cand`` states that its translation drops (the
-        region codes beside "three regions") is said by the twin's closest sentences that state it, where one
-        language split the sentence; a figure nothing in ``answer_lang`` states leaves ``cand`` as it is."""
+        no sentence of its own in one twin, whose closest is "kernels 4.2 and newer see a resize"). A figure
+        ``cand`` states that its translation drops (the region codes beside "three regions") is said by the
+        twin's closest sentences that state it, where one language split the sentence; a figure nothing in
+        ``answer_lang`` states leaves ``cand`` as it is."""
         needed = specific(cand.figures)
         entry = self._entry_sentences(cand.row, answer_lang, view) if self.multilingual else []
         if entry:
