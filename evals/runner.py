@@ -47,7 +47,7 @@ GROUPS: dict[str, Callable[[Item], bool]] = {
     "zh": lambda i: i.lang == "zh",
     "xling": lambda i: "xling" in i.tags,
     "misinfo": lambda i: "misinfo" in i.tags,
-    # the questions written as people ask (ids n-*: round 2, and rounds 3 to 5's tune additions):
+    # the questions written as people ask (ids n-*: round 2, and rounds 3 to 6's tune additions):
     # test holds only round 2's, so these are the part of tune to compare test with
     "round2": lambda i: i.id.startswith("n-"),
 }
