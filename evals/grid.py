@@ -31,7 +31,7 @@ RETRIEVAL_GRID: dict[str, Sequence[Any]] = {
 }
 ANSWER_GRID: dict[str, Sequence[Any]] = {
     "candidate_chunks": (3, 4, 5, 6, 8),
-    "max_sentences": (2, 3, 4),
+    "max_sentences": (3, 4, 5, 6),
     "neighbour_share": (0.05, 0.1, 0.2, 0.3),
     "community_share": (0.3, 0.5, 0.7, 1.01),
     "redundant": (0.7, 0.75, 0.8, 0.85),
