@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Collection
 
 from kb.calibration import SENTENCE_FEATURES, AnswerFeatures, Calibration, SentenceFeatures
-from kb.candidates import Candidate, Draft, Featuriser, SentenceView, asking, named_terms, standout
+from kb.candidates import Candidate, Draft, Featuriser, SentenceView, standout
 from kb.compose import Realiser, join, label
 from kb.config import MAX_QUESTION_CHARS
+from kb.question import asking, named_terms
 from kb.retrieve import Retriever
 from kb.text import tokenize
 from kb.tuning import ANSWERING, Answering

@@ -12,9 +12,10 @@ import pytest
 
 from kb.answer import ABSTAIN, Answerer, InvalidQuestion, verify
 from kb.calibration import PORTABLE_FEATURES, Calibration, CalibrationError
-from kb.candidates import asking, standout, unmet
+from kb.candidates import standout
 from kb.compose import join, label
 from kb.config import Settings
+from kb.question import asking, unmet
 from kb.retrieve import Signals
 from kb.store import SentenceRows, iter_chunks
 from kb.text import detect_lang
