@@ -63,7 +63,7 @@ class AnswerFeatures:
     missing_name: float  # what the question asks names something nothing quotable in the corpus mentions
     unmatched_name: float  # share of the question's names that no chosen sentence (or heading) mentions
     coverage: float  # share of the question's terms that the chosen sentences (and headings) hold
-    asks_unmet: float  # asks for a price, date, percentage, link, version or count no chosen sentence holds
+    asks_unmet: float  # asks for a price, date, count… (ASKS) no chosen sentence about what it names holds
     across: float  # the best sentence is in the other language than the question's
     relevance: float  # the relevance model's best cosine between the question and a sentence retrieval scored
     chinese: float  # the question is Chinese: its terms are character pairs and its cosines run otherwise

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from kb.calibration import AnswerFeatures, SentenceFeatures
 from kb.fusion import signal_weight
-from kb.question import named_terms, unmet
+from kb.question import mentions, named_terms, unmet_by
 from kb.retrieve import Retriever, Signals
 from kb.store import SentenceRows, Store
 from kb.text import LEAD_IN_ENDS, QUESTION_ENDS, detect_lang, is_figure, language_neutral, tokenize
@@ -39,11 +39,6 @@ def answers(text: str, answering: Answering = ANSWERING) -> bool:
 def figures(terms: Iterable[str]) -> frozenset[str]:
     """The terms (kb.text.tokenize) that state a figure (kb.text.is_figure)."""
     return frozenset(t for t in terms if is_figure(t))
-
-
-def mentions(name: str, terms: Collection[str]) -> bool:
-    """``terms`` hold the name, alone or inside a longer compound (``board_asset_tag`` in a path)."""
-    return name in terms or any(name in term for term in terms)
 
 
 def coverage(
@@ -231,15 +226,16 @@ class Featuriser:
         self, draft: Draft, chosen: Sequence[Candidate], best_score: float, best: Candidate
     ) -> AnswerFeatures:
         """What the chosen sentences say about what the question asks: its names, its terms, a number."""
-        said: set[str] = set()
-        texts = []
+        sentences = []  # each chosen sentence's text and terms, with its official passage's heading's
         for cand in chosen:
             chunk = self.store.chunk(cand.row)
             doc = self.store.document(chunk.doc_id)
-            texts.append(doc.text[cand.start : cand.end] if doc else "")
-            said |= self.terms(texts[-1])
+            text = doc.text[cand.start : cand.end] if doc else ""
+            terms = self.terms(text)
             if chunk.kind in OFFICIAL_KINDS:
-                said |= self.terms(chunk.context or chunk.section)
+                terms |= self.terms(chunk.context or chunk.section)
+            sentences.append((text, terms))
+        said = frozenset().union(*(terms for _, terms in sentences))
         names = named_terms(draft.question)
         q_terms = set(tokenize(draft.question))
         return AnswerFeatures(
@@ -249,7 +245,7 @@ class Featuriser:
             missing_name=draft.missing_name,
             unmatched_name=sum(not mentions(n, said) for n in names) / len(names) if names else 0.0,
             coverage=self.coverage(q_terms, said),
-            asks_unmet=float(unmet(draft.asked, " ".join(texts))),
+            asks_unmet=float(unmet_by(draft.asked, sentences)),
             across=float(best.lang != draft.lang),
             relevance=draft.relevance,
             chinese=float(draft.question_lang == "zh"),

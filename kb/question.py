@@ -5,6 +5,8 @@ against the material and the chosen sentences (kb/candidates.py)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
+from collections.abc import Set as AbstractSet
 
 from kb.text import QUESTION_ENDS, sentence_spans, tokenize
 
@@ -67,6 +69,21 @@ def unmet(question: str, answer: str) -> bool:
     support + min(abstention P, R) 1.384 -> 1.398; on round 5, then unseen, 1.127 -> 1.111 (support 0.655 ->
     0.667, precision 0.567 -> 0.615, one near miss fewer caught)."""
     return any(asked.search(question) and not holds.search(answer) for asked, holds in ASKS.values())
+
+
+def unmet_by(question: str, sentences: Sequence[tuple[str, AbstractSet[str]]]) -> bool:
+    """``unmet``, where only a sentence (text, terms) that mentions something the question names may hold the
+    fact: a price of `c5.2xlarge` does not answer "c5.9xlarge price?", nor a date of C5 "when did C5d come
+    out?". A question that names nothing is checked against every sentence. 5-fold on the 850 tune
+    questions, abstention recall 0.568 -> 0.630, precision 0.694 -> 0.711, support 0.758 -> 0.759."""
+    names = named_terms(question)
+    about = [text for text, terms in sentences if not names or any(mentions(n, terms) for n in names)]
+    return unmet(question, " ".join(about))
+
+
+def mentions(name: str, terms: Collection[str]) -> bool:
+    """``terms`` hold the name, alone or inside a longer compound (``board_asset_tag`` in a path)."""
+    return name in terms or any(name in term for term in terms)
 
 
 def _is_name(word: str) -> bool:

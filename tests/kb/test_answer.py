@@ -15,10 +15,10 @@ from kb.calibration import PORTABLE_FEATURES, Calibration, CalibrationError
 from kb.candidates import standout
 from kb.compose import join, label
 from kb.config import Settings
-from kb.question import asking, unmet
+from kb.question import asking, unmet, unmet_by
 from kb.retrieve import Signals
 from kb.store import SentenceRows, iter_chunks
-from kb.text import detect_lang
+from kb.text import detect_lang, tokenize
 from kb.tuning import ANSWERING
 
 QUESTIONS = [
@@ -358,6 +358,23 @@ def test_what_a_question_asks_is_its_sentences_that_end_in_a_question_mark(quest
 )
 def test_a_question_asking_for_a_kind_of_fact_is_unmet_by_an_answer_without_one(question, answer, missing):
     assert unmet(question, answer) is missing
+
+
+@pytest.mark.parametrize(
+    ("question", "sentences", "missing"),
+    [
+        (
+            "c5.9xlarge price per hour?",
+            ["c5.2xlarge costs $0.34 per hour.", "c5.9xlarge has 36 vCPUs."],
+            True,
+        ),
+        ("c5.2xlarge price per hour?", ["c5.2xlarge costs $0.34 per hour.", "C5 is cheaper than C4."], False),
+        ("When did C5d come out?", ["C5 launched on 6 November 2017.", "C5d has local NVMe SSDs."], True),
+        ("when did it launch?", ["C5 launched on 6 November 2017."], False),  # names nothing: any sentence
+    ],
+)
+def test_the_fact_asked_for_must_be_in_a_sentence_about_what_the_question_names(question, sentences, missing):
+    assert unmet_by(question, [(text, frozenset(tokenize(text))) for text in sentences]) is missing
 
 
 def test_only_what_a_question_asks_asks_for_a_kind_of_fact():
