@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Collection
 
 from kb.calibration import SENTENCE_FEATURES, AnswerFeatures, Calibration, SentenceFeatures
-from kb.candidates import Candidate, Draft, Featuriser, SentenceView, standout
+from kb.candidates import Candidate, Draft, Featuriser, SentenceView, standout, with_corrections
 from kb.compose import Realiser, join, label
 from kb.config import MAX_QUESTION_CHARS
 from kb.question import asking, named_terms
@@ -100,6 +100,7 @@ class Answerer:
         hits = self.retriever.search(
             question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals
         )
+        hits = with_corrections(self.store, hits, langs)
         # what the material states about what the question asks: a name only a corrected claim or a question
         # mentions ("Frankfurt", in "C5 is in every region, we're in Frankfurt") is not something it covers
         asked = asking(question)

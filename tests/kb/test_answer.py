@@ -12,7 +12,7 @@ import pytest
 
 from kb.answer import ABSTAIN, Answerer, InvalidQuestion, verify
 from kb.calibration import PORTABLE_FEATURES, Calibration, CalibrationError
-from kb.candidates import standout
+from kb.candidates import standout, with_corrections
 from kb.compose import join, label
 from kb.config import Settings
 from kb.question import asking, unmet, unmet_by
@@ -20,6 +20,7 @@ from kb.retrieve import Signals
 from kb.store import SentenceRows, iter_chunks
 from kb.text import detect_lang, tokenize
 from kb.tuning import ANSWERING
+from kb.types import Hit
 
 QUESTIONS = [
     "Which regions have C5?",
@@ -524,6 +525,25 @@ def test_a_claim_a_later_reply_corrects_is_never_quoted(kb, question):
         assert chunk.text not in answer.answer
     cited = {c.chunk_id for c in answer.citations}
     assert not cited & {c.chunk_id for c in disputed}
+
+
+def test_a_retrieved_corrected_claim_brings_its_corrections_at_its_rank(kb):
+    row, claim = next((row, c) for row, c in iter_chunks(kb.store) if c.origin.disputed_by)
+    hit = Hit(claim, 1.0, rank=3, row=row)
+    out = with_corrections(kb.store, [hit])
+    assert out[0] == hit and len(out) == 1 + len(set(claim.origin.disputed_by))
+    assert all(h.rank == 3 and h.chunk.origin.comment_id in claim.origin.disputed_by for h in out[1:])
+    assert with_corrections(kb.store, out) == out  # already retrieved: not twice
+    assert with_corrections(kb.store, [hit], langs=["xx"]) == [hit]  # a search limited to other languages
+
+
+def test_a_question_echoing_a_corrected_claim_is_answered_with_the_correction(kb):
+    draft = kb.answerer.draft("c5 is half the price of c4 per hour, right?", kinds=["thread"])
+    claims = {h.chunk.chunk_id: h.chunk.text for h in draft.hits if h.chunk.origin.disputed_by}
+    always = replace(kb.answerer.calibration, threshold=0.0)
+    answer = kb.answerer.finish(draft, always)
+    assert any(c.label == "correction" and c.corrects["chunk_id"] in claims for c in answer.citations)
+    assert not any(text in answer.answer for text in claims.values())
 
 
 def test_a_correction_cites_what_it_corrects_without_quoting_it(kb):
