@@ -248,7 +248,7 @@ class Featuriser:
         self, draft: Draft, chosen: Sequence[Candidate], best_score: float, best: Candidate
     ) -> AnswerFeatures:
         """What the chosen sentences say about what the question asks: its names, its terms, a number."""
-        sentences = []  # each chosen sentence's text, terms (with its official passage's heading's), language
+        sentences = []  # each chosen sentence's text and terms, with its official passage's heading's
         for cand in chosen:
             chunk = self.store.chunk(cand.row)
             doc = self.store.document(chunk.doc_id)
@@ -256,12 +256,8 @@ class Featuriser:
             terms = self.terms(text)
             if chunk.kind in OFFICIAL_KINDS:
                 terms |= self.terms(chunk.context or chunk.section)
-            sentences.append((text, terms, cand.lang))
-        said = frozenset().union(*(terms for _, terms, _ in sentences))
-        # names are read only in the question's language: the other may write them its own way
-        in_question_lang = [
-            (text, terms if lang == draft.question_lang else None) for text, terms, lang in sentences
-        ]
+            sentences.append((text, terms))
+        said = frozenset().union(*(terms for _, terms in sentences))
         names = named_terms(draft.question)
         q_terms = set(tokenize(draft.question))
         return AnswerFeatures(
@@ -271,7 +267,7 @@ class Featuriser:
             missing_name=draft.missing_name,
             unmatched_name=sum(not mentions(n, said) for n in names) / len(names) if names else 0.0,
             coverage=self.coverage(q_terms, said),
-            asks_unmet=float(unmet_by(draft.asked, in_question_lang)),
+            asks_unmet=float(unmet_by(draft.asked, sentences)),
             across=float(best.lang != draft.lang),
             relevance=draft.relevance,
             chinese=float(draft.question_lang == "zh"),
