@@ -48,13 +48,11 @@ def with_corrections(store: Store, hits: list[Hit], langs: Collection[str] | Non
         if not hit.chunk.origin.disputed_by:
             continue
         for row in store.document_rows(hit.chunk.doc_id).tolist():
-            chunk = store.chunk(int(row))
-            wanted = chunk.origin.comment_id in hit.chunk.origin.disputed_by and (
-                not langs or chunk.lang in langs
-            )
-            if wanted and row not in seen:
+            chunk = store.chunk(row)
+            correction = chunk.origin.comment_id in hit.chunk.origin.disputed_by
+            if correction and (not langs or chunk.lang in langs) and row not in seen:
                 seen.add(row)
-                out.append(replace(hit, chunk=chunk, row=int(row)))
+                out.append(replace(hit, chunk=chunk, row=row))
     return out
 
 
