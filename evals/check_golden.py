@@ -20,25 +20,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from evals.golden import GOLDEN, Item, Snapshot, load_golden
+from evals.golden import GOLDEN, Item, Snapshot, load_golden, passage_chunks
 from kb.types import OFFICIAL_KINDS
 
 
 def problems(item: Item, snapshot: Snapshot) -> list[str]:
     """What is wrong with one item, against the indexed material."""
     out = []
-    texts = []  # the quotable passages the item's anchors fall in
+    texts: list[str] = []  # the quotable passages the item's anchors fall in
+    chunks = snapshot.chunks
     for doc_id, contains in item.relevant:
-        doc = snapshot.documents.get(doc_id)
-        at = doc.text.find(contains) if doc else -1
-        if at < 0:
+        found = passage_chunks(snapshot.documents, chunks, doc_id, contains)
+        if found is None:
             out.append(f"anchor not verbatim in {doc_id}: {contains!r}")
-            continue
-        end = at + len(contains)
-        hit = [c.text for c in snapshot.chunks if c.doc_id == doc_id and c.start < end and at < c.end]
-        if not hit:
+        elif not found:
             out.append(f"anchor in no quotable passage (a sources line?): {contains!r}")
-        texts.extend(hit)
+        else:
+            texts.extend(c.text for c in found)
     if item.answerable and not (item.relevant and item.must_contain):
         out.append("an answerable item needs relevant passages and must_contain")
     if not item.answerable and (item.relevant or item.must_contain):
@@ -55,10 +53,10 @@ def problems(item: Item, snapshot: Snapshot) -> list[str]:
 
 def check(items: Sequence[Item], snapshot: Snapshot, known: Sequence[Item] = ()) -> list[str]:
     """Every problem of ``items``, each prefixed with its item's id; ``known``: the set they would join."""
-    out, seen = [], set()
+    out, seen = [], {i.id for i in known}
     asked = {i.question.strip().casefold() for i in known}
     for item in items:
-        if item.id in seen or item.id in {i.id for i in known}:
+        if item.id in seen:
             out.append(f"{item.id}: duplicate id")
         seen.add(item.id)
         if item.question.strip().casefold() in asked:

@@ -73,17 +73,28 @@ class Snapshot:
         return cls(documents, rows)
 
 
+def passage_chunks(
+    documents: dict[str, Document], chunks: list[Chunk], doc_id: str, contains: str
+) -> list[Chunk] | None:
+    """The chunks whose span overlaps one referenced passage (none: it lies only in unquoted text, such as
+    an FAQ entry's sources line); None when the passage is not verbatim in its document."""
+    doc = documents.get(doc_id)
+    at = doc.text.find(contains) if doc else -1
+    if at < 0:
+        return None
+    end = at + len(contains)
+    return [c for c in chunks if c.doc_id == doc_id and c.start < end and at < c.end]
+
+
 def relevant_chunks(item: Item, documents: dict[str, Document], chunks: list[Chunk]) -> set[str]:
     """Chunk ids whose span overlaps a referenced passage (so chunking changes keep the labels), and the
     chunks of those FAQ entries' twins."""
-    spans: dict[str, list[tuple[int, int]]] = {}
+    named = []
     for doc_id, contains in item.relevant:
-        doc = documents.get(doc_id)
-        at = doc.text.find(contains) if doc else -1
-        if at < 0:
+        found = passage_chunks(documents, chunks, doc_id, contains)
+        if found is None:
             raise ValueError(f"{item.id}: passage {contains!r} not found in {doc_id}")
-        spans.setdefault(doc_id, []).append((at, at + len(contains)))
-    named = [c for c in chunks for a, b in spans.get(c.doc_id, []) if c.start < b and a < c.end]
+        named.extend(found)
     # an FAQ entry's twin in the other language says the same, so it is as relevant
     twins = {(c.doc_id.rsplit(".", 1)[0], c.origin.entry_key) for c in named if c.origin.entry_key}
     return {c.chunk_id for c in named} | {

@@ -19,6 +19,7 @@ from kb.compose import Realiser, join, label
 from kb.config import MAX_QUESTION_CHARS
 from kb.question import asking, named_terms
 from kb.retrieve import Retriever
+from kb.store import comments
 from kb.text import tokenize
 from kb.tuning import ANSWERING, Answering
 from kb.types import OFFICIAL_KINDS, Answer, Chunk, Citation, Document, Hit, quotable
@@ -260,11 +261,8 @@ class Answerer:
         """The first earlier comment of the same thread whose claim ``chunk`` corrects."""
         if not chunk.origin.corrects:
             return None
-        rows = self.store.document_rows(chunk.doc_id).tolist()
-        by_id = {
-            c.origin.comment_id: c for c in (self.store.chunk(int(r)) for r in rows) if c.origin.comment_id
-        }
-        return next((by_id[cid] for cid in chunk.origin.corrects if cid in by_id), None)
+        by_id = comments(self.store, chunk.doc_id)
+        return next((by_id[cid][1] for cid in chunk.origin.corrects if cid in by_id), None)
 
     def _abstain(self, answer_id: str, draft: Draft, confidence: float) -> Answer:
         """Say the material does not cover it; list the nearest passages apart from the answer."""

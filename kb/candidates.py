@@ -19,7 +19,7 @@ from kb.calibration import AnswerFeatures, SentenceFeatures
 from kb.fusion import signal_weight
 from kb.question import mentions, named_terms, unmet_by
 from kb.retrieve import Retriever, Signals
-from kb.store import SentenceRows, Store
+from kb.store import SentenceRows, Store, comments
 from kb.text import LEAD_IN_ENDS, QUESTION_ENDS, detect_lang, is_figure, language_neutral, tokenize
 from kb.tuning import ANSWERING, Answering
 from kb.types import OFFICIAL_KINDS, Hit, quotable
@@ -47,10 +47,8 @@ def with_corrections(store: Store, hits: list[Hit], langs: Collection[str] | Non
         out.append(hit)
         if not hit.chunk.origin.disputed_by:
             continue
-        for row in store.document_rows(hit.chunk.doc_id).tolist():
-            chunk = store.chunk(row)
-            correction = chunk.origin.comment_id in hit.chunk.origin.disputed_by
-            if correction and (not langs or chunk.lang in langs) and row not in seen:
+        for cid, (row, chunk) in comments(store, hit.chunk.doc_id).items():
+            if cid in hit.chunk.origin.disputed_by and (not langs or chunk.lang in langs) and row not in seen:
                 seen.add(row)
                 out.append(replace(hit, chunk=chunk, row=row))
     return out

@@ -307,6 +307,16 @@ def check_models(manifest: Mapping, where: object, model_ids: Sequence[str] | No
         )
 
 
+def comments(store: Store, doc_id: str) -> dict[str, tuple[int, Chunk]]:
+    """A thread's comments by comment id, in document order: (row, chunk)."""
+    out = {}
+    for row in store.document_rows(doc_id).tolist():
+        chunk = store.chunk(int(row))
+        if chunk.origin.comment_id:
+            out[chunk.origin.comment_id] = (int(row), chunk)
+    return out
+
+
 def iter_chunks(store: Store) -> Iterator[tuple[int, Chunk]]:
     """Every live (row, chunk), for evaluation and tools over small corpora."""
     for doc_id in store.document_ids():
