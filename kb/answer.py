@@ -161,7 +161,8 @@ class Answerer:
         plus the features the confidence model reads.
 
         Community reports answer only what official sources do not: when the best sentence is official,
-        no comment joins it. A sentence in the other language stays only when it has no counterpart in the
+        no comment joins it, and an official sentence takes the place of every chosen report it says (before
+        and after translation). A sentence in the other language stays only when it has no counterpart in the
         answer's language (and, with ``other_lang_lead_only``, is the best one), labelled with its source.
         Official sentences come first; within each kind the best sentence's passage leads, then the others in
         retrieval order, each in document order.
@@ -180,31 +181,47 @@ class Answerer:
             if best.official and not cand.official and score < self.answering.community_share * best_score:
                 continue  # community reports only for what official sources do not cover
             same = next((i for i, c in enumerate(chosen) if self._similar(draft.view, cand, c)), None)
-            if same is None and cand.official:  # a community report that says less than this sentence
-                same = next(
-                    (
-                        i
-                        for i, c in enumerate(chosen)
-                        if not c.official
-                        and c.end - c.start <= cand.end - cand.start
-                        and self._similar(draft.view, c, cand)
-                    ),
-                    None,
-                )
+            if same is None and cand.official:
+                same = next((i for i, c in enumerate(chosen) if self._says_less(draft.view, c, cand)), None)
             if same is None:
                 chosen.append(cand)
             elif cand.official and not chosen[same].official:
-                chosen[same] = cand  # an official source says what a community report said: quote it
-        # a translation may take two sentences where one language split one: the weakest past the limit go
-        said = self.realiser.realise(chosen, draft.candidates, draft.lang, draft.view)[
-            : self.answering.max_sentences
+                # an official source says what community reports said: quote it, once, in the first one's place
+                chosen = [
+                    cand if i == same else c
+                    for i, c in enumerate(chosen)
+                    if i == same
+                    or c.official
+                    or not (self._similar(draft.view, cand, c) or self._says_less(draft.view, c, cand))
+                ]
+        said = self.realiser.realise(chosen, draft.candidates, draft.lang, draft.view)
+        # a translation may be a community report that an official sentence of the answer says ("没有。发布的
+        # 时候只有…三个区" said as "C5 is only in three regions right now"): it goes, as it would have above
+        said = [
+            c
+            for c in said
+            if c.official
+            or not any(
+                o.official and (self._similar(draft.view, o, c) or self._says_less(draft.view, c, o))
+                for o in said
+            )
         ]
+        # a translation may take two sentences where one language split one: the weakest past the limit go
+        said = said[: self.answering.max_sentences]
         if self.answering.other_lang_lead_only and any(c.lang == draft.lang for c in said):
             said = [c for i, c in enumerate(said) if c.lang == draft.lang or i == 0]
         rank = {h.row: h.rank for h in draft.hits}
         lead = said[0].row
         order = sorted(said, key=lambda c: (not c.official, c.row != lead, rank.get(c.row, 99), c.start))
         return order, self.featuriser.answer_features(draft, order, best_score, said[0])
+
+    def _says_less(self, view: SentenceView, report: Candidate, official: Candidate) -> bool:
+        """A community report that an official sentence says, and more: no longer, and no figure it lacks."""
+        return (
+            not report.official
+            and report.end - report.start <= official.end - official.start
+            and self._similar(view, report, official)
+        )
 
     def _similar(self, view: SentenceView, a: Candidate, b: Candidate) -> bool:
         """Overlapping spans, or two sentences from different passages that say the same thing.

@@ -263,7 +263,7 @@ class Featuriser:
             missing_name=draft.missing_name,
             unmatched_name=sum(not mentions(n, said) for n in names) / len(names) if names else 0.0,
             coverage=self.coverage(q_terms, said),
-            asks_unmet=float(unmet_by(draft.asked, sentences)),
+            asks_unmet=float(unmet_by(draft.asked, sentences, draft.question)),
             across=float(best.lang != draft.lang),
             relevance=draft.relevance,
             chinese=float(draft.question_lang == "zh"),
