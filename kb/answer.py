@@ -190,22 +190,12 @@ class Answerer:
                 chosen = [
                     cand if i == same else c
                     for i, c in enumerate(chosen)
-                    if i == same
-                    or c.official
-                    or not (self._similar(draft.view, cand, c) or self._says_less(draft.view, c, cand))
+                    if i == same or not self._covers(draft.view, cand, c)
                 ]
         said = self.realiser.realise(chosen, draft.candidates, draft.lang, draft.view)
         # a translation may be a community report that an official sentence of the answer says ("没有。发布的
         # 时候只有…三个区" said as "C5 is only in three regions right now"): it goes, as it would have above
-        said = [
-            c
-            for c in said
-            if c.official
-            or not any(
-                o.official and (self._similar(draft.view, o, c) or self._says_less(draft.view, c, o))
-                for o in said
-            )
-        ]
+        said = [c for c in said if not any(self._covers(draft.view, o, c) for o in said)]
         # a translation may take two sentences where one language split one: the weakest past the limit go
         said = said[: self.answering.max_sentences]
         if self.answering.other_lang_lead_only and any(c.lang == draft.lang for c in said):
@@ -214,6 +204,14 @@ class Answerer:
         lead = said[0].row
         order = sorted(said, key=lambda c: (not c.official, c.row != lead, rank.get(c.row, 99), c.start))
         return order, self.featuriser.answer_features(draft, order, best_score, said[0])
+
+    def _covers(self, view: SentenceView, official: Candidate, report: Candidate) -> bool:
+        """An official sentence says what a community report says: it restates it, or the report says less."""
+        return (
+            official.official
+            and not report.official
+            and (self._similar(view, official, report) or self._says_less(view, report, official))
+        )
 
     def _says_less(self, view: SentenceView, report: Candidate, official: Candidate) -> bool:
         """A community report that an official sentence says, and more: no longer, and no figure it lacks."""
