@@ -133,10 +133,12 @@ def choose_threshold(
     score: Callable[[Sequence], float],
 ) -> float:
     """The threshold whose neighbourhood scores best (``plateau_best`` of ``score`` at each of THRESHOLDS), so
-    a lone spike that a question or two makes does not decide it."""
-    from evals.runner import refinish  # the runner imports this module
+    a lone spike that a question or two makes does not decide it. The questions are answered once; each
+    threshold only decides which answers stand (``at_threshold``)."""
+    from evals.runner import at_threshold, refinish  # the runner imports this module
 
-    scores = [score(refinish(kb, results, Calibration(ranker, confidence, float(t)))) for t in THRESHOLDS]
+    answered = refinish(kb, results, Calibration(ranker, confidence, 0.0))
+    scores = [score(at_threshold(answered, float(t))) for t in THRESHOLDS]
     return float(THRESHOLDS[plateau_best(scores)])
 
 

@@ -21,7 +21,7 @@ from evals.metrics import (
     success_at,
     supports,
 )
-from kb.answer import Answerer, Draft, verify
+from kb.answer import ABSTAIN, Answerer, Draft, verify
 from kb.calibration import CALIBRATION_FILE, Calibration, calibration_key
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
@@ -117,6 +117,24 @@ def refinish(
     for r in results:
         answer = answerer.finish(r.draft, calibration)
         out.append(judge(r.item, r.draft, r.ranked, r.n_relevant, answer, documents))
+    return out
+
+
+def at_threshold(results: Sequence[Result], threshold: float) -> list[Result]:
+    """``results`` answered under a threshold of 0, as ``threshold`` decides them: each answer less confident
+    than it becomes an abstention. Nothing else depends on the threshold, so choosing one need not answer
+    every question again for each threshold tried; the abstentions list no nearest passages."""
+    out = []
+    for r in results:
+        if r.answer.abstained or r.answer.confidence >= threshold:
+            out.append(r)
+            continue
+        text = ABSTAIN[r.answer.lang]
+        answer = replace(r.answer, answer=text, abstained=True, citations=())
+        lang_match = detect_lang(text) == r.item.lang
+        out.append(
+            replace(r, answer=answer, supported=False, forbidden=False, valid=True, lang_match=lang_match)
+        )
     return out
 
 

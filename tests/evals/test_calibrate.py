@@ -1,4 +1,5 @@
-"""Fitting the answerer's models: what `kbq eval --calibrate` relies on, checked on small made-up data."""
+"""Fitting the answerer's models: what `kbq eval --calibrate` relies on, checked on small made-up data and,
+for choosing a threshold, on the golden set."""
 
 from __future__ import annotations
 
@@ -56,3 +57,20 @@ def test_the_ranker_learns_what_orders_a_questions_candidates_not_what_sets_ques
     assert np.mean(firsts) > 0.95
     # still a probability of being a fact: about as many facts expected as there are
     assert abs(scores.sum() - y.sum()) < 0.1 * y.sum()
+
+
+def test_a_threshold_decides_answered_questions_as_answering_again_under_it_does(kb):
+    from evals.golden import load_golden
+    from evals.runner import at_threshold, refinish, run
+    from kb.calibration import Calibration
+
+    items = load_golden(split="tune")[::15]
+    stored = kb.answerer.calibration
+    answered = refinish(kb, run(kb, items), Calibration(stored.ranker, stored.confidence, 0.0))
+    for threshold in (0.3, stored.threshold, 0.8):
+        again = refinish(kb, answered, Calibration(stored.ranker, stored.confidence, threshold))
+        decided = at_threshold(answered, threshold)
+        assert [(r.answer.abstained, r.supported, r.answer.answer) for r in decided] == [
+            (r.answer.abstained, r.supported, r.answer.answer) for r in again
+        ]
+    assert any(r.answer.abstained for r in decided) and not all(r.answer.abstained for r in decided)
