@@ -6,6 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from evals.calibrate import fit_logistic, fit_ranker, plateau_best
+from evals.golden import load_golden
+from evals.runner import at_threshold, refinish, run
+from kb.calibration import Calibration
 
 
 def test_the_threshold_sits_on_a_plateau_not_on_a_lone_spike():
@@ -60,10 +63,6 @@ def test_the_ranker_learns_what_orders_a_questions_candidates_not_what_sets_ques
 
 
 def test_a_threshold_decides_answered_questions_as_answering_again_under_it_does(kb):
-    from evals.golden import load_golden
-    from evals.runner import at_threshold, refinish, run
-    from kb.calibration import Calibration
-
     items = load_golden(split="tune")[::15]
     stored = kb.answerer.calibration
     answered = refinish(kb, run(kb, items), Calibration(stored.ranker, stored.confidence, 0.0))
