@@ -1,6 +1,7 @@
 """Fitting the answerer's two models on the golden ``tune`` split, with the provenance stored beside them.
 
-``fit_calibration`` fits the sentence ranker (which of a question's candidates states a must-contain fact of
+``fit_calibration`` fits the relevance model's adapter (evals.adapter) and drafts the questions again through
+it, then the sentence ranker (which of a question's candidates states a must-contain fact of
 a relevant passage?), then the confidence model (does the material answer this question?), then the abstention
 threshold that best balances answer support with abstention precision and recall; the confidence model and
 its threshold twice, on the corpus features and on the portable ones (kb.calibration).
@@ -13,10 +14,12 @@ import hashlib
 import math
 import subprocess
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from evals.adapter import fit_adapter
 from evals.golden import Item, Snapshot, relevant_chunks
 from kb.calibration import (
     ANSWER_FEATURES,
@@ -96,21 +99,22 @@ def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Seque
     """The confidence model learns answerability rather than "was this answer supported": an answerable
     question answered from the wrong passage is a ranking error, and teaching the model to abstain on it
     would only make it abstain on answerable questions. ``score`` rates the results of a threshold."""
+    from evals.runner import refinish  # the runner imports this module
+
     corpus = Snapshot.of(kb.store)
-    rows, labels, groups = [], [], []
+    labels = [fact_labels(r, corpus) for r in results]
+    adapter = fit_adapter(kb, results, labels)
+    if adapter is not None:  # the models read the cosines it corrects: the questions drafted again through it
+        results = refinish(kb, results, Calibration(adapter=adapter))
+    rows: list[tuple[float, ...]] = []
+    groups: list[int] = []
     for q, r in enumerate(results):
-        if not r.item.answerable:
-            continue
-        relevant = relevant_chunks(r.item, corpus.documents, corpus.chunks)
-        for cand in r.draft.candidates:
-            chunk = corpus.rows[cand.row]
-            text = corpus.documents[chunk.doc_id].text[cand.start : cand.end].casefold()
-            hit = any(alt.casefold() in text for group in r.item.must_contain for alt in group)
-            rows.append(cand.features.vector())
-            labels.append(float(hit and chunk.chunk_id in relevant))
-            groups.append(q)
-    ranker = fit_ranker(np.array(rows), np.array(labels), np.array(groups), SENTENCE_FEATURES)
-    draft_model = Calibration(ranker, Calibration().confidence, 0.0)
+        if r.item.answerable:
+            rows.extend(cand.features.vector() for cand in r.draft.candidates)
+            groups.extend([q] * len(r.draft.candidates))
+    taught = np.concatenate([labels[q] for q, r in enumerate(results) if r.item.answerable] or [np.zeros(0)])
+    ranker = fit_ranker(np.array(rows), taught, np.array(groups), SENTENCE_FEATURES)
+    draft_model = Calibration(ranker, Calibration().confidence, 0.0, adapter=adapter)
     x = np.zeros((len(results), len(ANSWER_FEATURES)))
     for i, r in enumerate(results):
         features = kb.answerer.choose(r.draft, draft_model)[1]
@@ -120,24 +124,38 @@ def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Seque
     fitted = []
     for keep in (CORPUS_FEATURES, PORTABLE_FEATURES):
         confidence = fit_on(x, y, ANSWER_FEATURES, keep)
-        fitted.append((confidence, round(choose_threshold(kb, results, ranker, confidence, score), 3)))
+        threshold = choose_threshold(
+            kb, results, Calibration(ranker, confidence, 0.0, adapter=adapter), score
+        )
+        fitted.append((confidence, round(threshold, 3)))
     (confidence, threshold), portable = fitted
-    return Calibration(ranker, confidence, threshold, portable=portable)
+    return Calibration(ranker, confidence, threshold, portable=portable, adapter=adapter)
+
+
+def fact_labels(result, corpus: Snapshot) -> np.ndarray:
+    """Which of a result's candidate sentences state a must-contain fact of a relevant passage (1.0); all 0
+    for an unanswerable question."""
+    if not result.item.answerable:
+        return np.zeros(len(result.draft.candidates))
+    relevant = relevant_chunks(result.item, corpus.documents, corpus.chunks)
+    out = []
+    for cand in result.draft.candidates:
+        chunk = corpus.rows[cand.row]
+        text = corpus.documents[chunk.doc_id].text[cand.start : cand.end].casefold()
+        hit = any(alt.casefold() in text for group in result.item.must_contain for alt in group)
+        out.append(float(hit and chunk.chunk_id in relevant))
+    return np.array(out)
 
 
 def choose_threshold(
-    kb: KnowledgeBase,
-    results: Sequence,
-    ranker: Logistic,
-    confidence: Logistic,
-    score: Callable[[Sequence], float],
+    kb: KnowledgeBase, results: Sequence, models: Calibration, score: Callable[[Sequence], float]
 ) -> float:
     """The threshold whose neighbourhood scores best (``plateau_best`` of ``score`` at each of THRESHOLDS), so
-    a lone spike that a question or two makes does not decide it. The questions are answered once; each
-    threshold only decides which answers stand (``at_threshold``)."""
+    a lone spike that a question or two makes does not decide it. The questions are answered once, by
+    ``models`` under a threshold of 0; each threshold only decides which answers stand (``at_threshold``)."""
     from evals.runner import at_threshold, refinish  # the runner imports this module
 
-    answered = refinish(kb, results, Calibration(ranker, confidence, 0.0))
+    answered = refinish(kb, results, replace(models, threshold=0.0))
     scores = [score(at_threshold(answered, float(t))) for t in THRESHOLDS]
     return float(THRESHOLDS[plateau_best(scores)])
 

@@ -77,7 +77,7 @@ def run(
     corpus = Snapshot.of(kb.store)
     results = []
     for item in items:
-        draft = answerer.draft(item.question)
+        draft = answerer.draft(item.question, calibration=calibration)
         answer = answerer.finish(draft, calibration)
         relevant = relevant_chunks(item, corpus.documents, corpus.chunks)
         ranked = [h.chunk.chunk_id in relevant for h in draft.hits[:10]]
@@ -110,13 +110,20 @@ def refinish(
     calibration: Calibration | None = None,
     answerer: Answerer | None = None,
 ) -> list[Result]:
-    """Re-decide answers under another calibration or answerer without retrieving again."""
+    """Re-decide answers under another calibration or answerer without retrieving again; only a calibration
+    with another adapter than the drafts were made with drafts them again (its relevance cosines differ)."""
     answerer = answerer or kb.answerer
+    adapter = (calibration or answerer.calibration).adapter
     documents = Snapshot.of(kb.store).documents
     out = []
     for r in results:
-        answer = answerer.finish(r.draft, calibration)
-        out.append(judge(r.item, r.draft, r.ranked, r.n_relevant, answer, documents))
+        draft = (
+            r.draft
+            if r.draft.adapter is adapter
+            else answerer.draft(r.item.question, calibration=calibration)
+        )
+        answer = answerer.finish(draft, calibration)
+        out.append(judge(r.item, draft, r.ranked, r.n_relevant, answer, documents))
     return out
 
 

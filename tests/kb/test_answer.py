@@ -10,8 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from evals.adapter import candidate_vectors
 from kb.answer import ABSTAIN, Answerer, InvalidQuestion, verify
-from kb.calibration import PORTABLE_FEATURES, Calibration, CalibrationError
+from kb.calibration import PORTABLE_FEATURES, Adapter, Calibration, CalibrationError
 from kb.candidates import standout, with_corrections
 from kb.compose import join, label
 from kb.config import Settings
@@ -451,6 +452,51 @@ def test_another_corpus_gets_the_portable_confidence_model_and_the_fitted_corpus
     path = tmp_path / "calibration.json"
     shipped.save(["use", "minilm"], path)
     assert Calibration.load(["use", "minilm"], path).portable == shipped.portable  # stored and read back
+
+
+def test_an_adapter_is_stored_read_back_and_left_out_on_another_corpus(tmp_path):
+    rng = np.random.default_rng(0)
+    adapter = Adapter(*(rng.normal(size=(8, 2)).astype(np.float32) for _ in range(2)))
+    fitted = replace(
+        Calibration(),
+        adapter=adapter,
+        provenance={"documents": ["a", "b"]},
+        portable=(Calibration().confidence, 0.5),
+    )
+    path = tmp_path / "calibration.json"
+    fitted.save(["use"], path)
+    back = Calibration.load(["use"], path).adapter
+    assert back is not None and back.up.shape == (8, 2)
+    np.testing.assert_allclose(
+        np.hstack([back.up, back.down]), np.hstack([adapter.up, adapter.down]), rtol=1e-4
+    )
+    assert fitted.for_corpus(["a", "b"]).adapter is adapter  # the corpus it was fitted on
+    assert (
+        fitted.for_corpus(["x", "y"]).adapter is None
+    )  # it would pull questions toward another corpus's answers
+    assert Calibration.load(["minilm"], path).adapter is None  # none fitted: the model's vectors as they are
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    entries["use"]["adapter"]["up"][0] = "0.1 0.2 not-a-number"
+    path.write_text(json.dumps(entries), encoding="utf-8")
+    with pytest.raises(CalibrationError, match="malformed adapter"):
+        Calibration.load(["use"], path)
+
+
+def test_the_relevance_cosines_are_read_through_the_calibrations_adapter(kb):
+    question = "Which regions had C5 at launch?"
+    relevance = kb.answerer.retriever.relevance
+    if relevance is None:
+        pytest.skip("no relevance model in this model set")
+    vector = relevance.embed_queries([question])[0]
+    rng = np.random.default_rng(0)
+    adapter = Adapter(*(0.1 * rng.normal(size=(len(vector), 2)).astype(np.float32) for _ in range(2)))
+    draft = kb.answerer.draft(question, calibration=replace(kb.answerer.calibration, adapter=adapter))
+    assert draft.adapter is adapter
+    expected = candidate_vectors(kb, relevance.model_id, draft.candidates) @ adapter(vector)
+    got = [c.features.relevance for c in draft.candidates]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    plain = kb.answerer.draft(question, calibration=replace(kb.answerer.calibration, adapter=None))
+    assert not np.allclose([c.features.relevance for c in plain.candidates], expected, atol=1e-3)
 
 
 def _signals(cosines, langs, background=None):
