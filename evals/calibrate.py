@@ -3,8 +3,8 @@
 ``fit_calibration`` fits the relevance model's adapter (evals.adapter) and drafts the questions again through
 it, then the sentence ranker (which of a question's candidates states a must-contain fact of
 a relevant passage?), then the confidence model (does the material answer this question?), then the abstention
-threshold that best balances answer support with abstention precision and recall; the confidence model and
-its threshold twice, on the corpus features and on the portable ones (kb.calibration).
+threshold that best balances answer support with abstention precision and recall; and the three again for
+another corpus, on the portable features and without the adapter, as another corpus answers (kb.calibration).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from kb.calibration import (
     CORPUS_FEATURES,
     PORTABLE_FEATURES,
     SENTENCE_FEATURES,
+    Adapter,
     Calibration,
     Logistic,
 )
@@ -104,8 +105,24 @@ def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Seque
     corpus = Snapshot.of(kb.store)
     labels = [fact_labels(r, corpus) for r in results]
     adapter = fit_adapter(kb, results, labels)
-    if adapter is not None:  # the models read the cosines it corrects: the questions drafted again through it
-        results = refinish(kb, results, Calibration(adapter=adapter))
+    plain = refinish(kb, results, Calibration())  # drafted as another corpus drafts them: no adapter
+    # the corpus models read the cosines the adapter corrects: the questions drafted again through it
+    adapted = refinish(kb, results, Calibration(adapter=adapter)) if adapter else plain
+    ranker, confidence, threshold = fit_models(kb, adapted, labels, CORPUS_FEATURES, adapter, score)
+    portable = fit_models(kb, plain, labels, PORTABLE_FEATURES, None, score)
+    return Calibration(ranker, confidence, threshold, portable=portable, adapter=adapter)
+
+
+def fit_models(
+    kb: KnowledgeBase,
+    results: Sequence,
+    labels: Sequence[np.ndarray],
+    keep: tuple[str, ...],
+    adapter: Adapter | None,
+    score: Callable[[Sequence], float],
+) -> tuple[Logistic, Logistic, float]:
+    """The ranker, the confidence model on the features ``keep`` and its threshold, on ``results`` drafted
+    through ``adapter``."""
     rows: list[tuple[float, ...]] = []
     groups: list[int] = []
     for q, r in enumerate(results):
@@ -121,15 +138,9 @@ def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Seque
         if features is not None:
             x[i] = features.vector()
     y = np.array([float(r.item.answerable) for r in results])
-    fitted = []
-    for keep in (CORPUS_FEATURES, PORTABLE_FEATURES):
-        confidence = fit_on(x, y, ANSWER_FEATURES, keep)
-        threshold = choose_threshold(
-            kb, results, Calibration(ranker, confidence, 0.0, adapter=adapter), score
-        )
-        fitted.append((confidence, round(threshold, 3)))
-    (confidence, threshold), portable = fitted
-    return Calibration(ranker, confidence, threshold, portable=portable, adapter=adapter)
+    confidence = fit_on(x, y, ANSWER_FEATURES, keep)
+    threshold = choose_threshold(kb, results, Calibration(ranker, confidence, 0.0, adapter=adapter), score)
+    return ranker, confidence, round(threshold, 3)
 
 
 def fact_labels(result, corpus: Snapshot) -> np.ndarray:
@@ -182,8 +193,7 @@ def cross_validated(
         fitted = fit_calibration([r for i, r in enumerate(results) if i % folds != fold], kb, score)
         out.extend(refinish(kb, held, fitted))
         assert fitted.portable is not None
-        confidence, threshold = fitted.portable
-        portable.extend(refinish(kb, held, Calibration(fitted.ranker, confidence, threshold)))
+        portable.extend(refinish(kb, held, Calibration(*fitted.portable)))
     return out, portable
 
 

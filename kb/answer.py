@@ -14,6 +14,8 @@ import logging
 import uuid
 from collections.abc import Collection
 
+import numpy as np
+
 from kb.calibration import SENTENCE_FEATURES, AnswerFeatures, Calibration, SentenceFeatures
 from kb.candidates import Candidate, Draft, Featuriser, SentenceView, standout, with_corrections
 from kb.compose import Realiser, join, label
@@ -77,6 +79,8 @@ class Answerer:
         self.store = retriever.store
         self.featuriser = Featuriser(retriever, answering)
         self.realiser = Realiser(self.store, retriever.embedders, answering)
+        # (calibration, its documents here, per row whether it is of one of them): ``_fitted_on``
+        self._fitted_rows: tuple[Calibration, set[str], np.ndarray] | None = None
 
     def answer(
         self,
@@ -99,11 +103,13 @@ class Answerer:
         question vector through ``calibration``'s adapter (this answerer's by default). ``lang`` is the
         answer's language, by default the question's."""
         question = check_question(question, self.max_question_chars)
-        adapter = (calibration or self.calibration).adapter
-        relevance_vector = self.retriever.relevance_vector(
-            question, adapter
-        )  # beside retrieval, on another thread
-        signals = self.retriever.with_relevance(question, self.retriever.signals(question), relevance_vector)
+        model = calibration or self.calibration
+        relevance_vector = self.retriever.relevance_vector(question)  # beside retrieval, on another thread
+        signals = self.retriever.signals(question)
+        signals = self.retriever.with_relevance(
+            question, signals, relevance_vector, model.adapter, self._fitted_on(model, signals.rows)
+        )
+        adapter = model.adapter
         hits = self.retriever.search(
             question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals
         )
@@ -136,6 +142,27 @@ class Answerer:
             standout(signals, self.answering.standout_sentences),
             adapter,
         )
+
+    def _fitted_on(self, model: Calibration, rows: np.ndarray) -> np.ndarray | None:
+        """Which of ``rows`` are of documents ``model`` was fitted on, as they were then (by content); None
+        when it records none. Its adapter corrects cosines only there: it learned this material's answers,
+        and a passage added or changed since would be pulled away from questions it answers (a new FAQ
+        entry's own question: relevance 0.96 without the adapter, 0.80 with it, and an abstention)."""
+        if model.adapter is None or not model.provenance.get("documents"):
+            return None
+        cached = self._fitted_rows
+        if cached is None or cached[0] is not model:  # one calibration serves; the harness tries others
+            fitted = set(model.provenance["documents"])
+            known = {doc_id for doc_id, digest in self.store.digests().items() if digest in fitted}
+            cached = (model, known, np.zeros(0, np.int8))
+        model, known, seen = cached  # seen: per row, 1 of a fitted document, 0 not, -1 not read yet
+        if len(rows) and int(rows.max()) >= len(seen):
+            seen = np.concatenate([seen, np.full(int(rows.max()) + 1 - len(seen), -1, np.int8)])
+        unread = rows[seen[rows] < 0]
+        for row in unread.tolist():
+            seen[row] = self.store.chunk(row).doc_id in known
+        self._fitted_rows = (model, known, seen)
+        return seen[rows] > 0
 
     def finish(self, draft: Draft, calibration: Calibration | None = None) -> Answer:
         """Choose sentences, decide to answer or abstain, and build verified citations."""

@@ -1,8 +1,9 @@
 """The two small models the answerer reads, their features, and where their fitted coefficients live.
 
 A sentence ranker (is this sentence the answer?) and a confidence model (does the material cover this
-question?), plus the abstention threshold; and a portable confidence model with its own threshold, which
-answers on a corpus other than the one the calibration was fitted on (``Calibration.for_corpus``). Each
+question?), plus the abstention threshold and the relevance model's adapter; and a portable ranker,
+confidence model and threshold, fitted without the adapter, which answer on a corpus other than the one the
+calibration was fitted on (``Calibration.for_corpus``). Each
 model's features are one frozen dataclass here: its fields are the feature names, the answerer fills every
 one, and a calibration whose coefficients name other features is refused with a message instead of silently
 weighing a feature 0.
@@ -195,13 +196,15 @@ _DEFAULT_CONFIDENCE = {
 @dataclass(frozen=True)
 class Calibration:
     """The sentence ranker, the confidence model, the abstention threshold, and where they came from; with
-    the portable confidence model and its threshold for another corpus (``for_corpus``)."""
+    the portable ranker, confidence model and threshold for another corpus (``for_corpus``)."""
 
     ranker: Logistic = field(default_factory=lambda: Logistic(_DEFAULT_RANKER, -7.0, SENTENCE_FEATURES))
     confidence: Logistic = field(default_factory=lambda: Logistic(_DEFAULT_CONFIDENCE, -4.0, ANSWER_FEATURES))
     threshold: float = 0.5
     provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    portable: tuple[Logistic, float] | None = None  # (confidence model, threshold) on PORTABLE_FEATURES
+    # (ranker, confidence model, threshold) for another corpus: fitted without the adapter, the confidence
+    # model on PORTABLE_FEATURES
+    portable: tuple[Logistic, Logistic, float] | None = None
     adapter: Adapter | None = None  # the relevance model's question vectors, corrected for this corpus
 
     def for_corpus(self, digests: Collection[str]) -> Calibration:
@@ -218,10 +221,16 @@ class Calibration:
             "the index is mostly other documents than the calibration was fitted on: answering with its "
             "portable confidence model; `kbq eval --calibrate` on golden questions of this corpus fits its own"
         )
-        confidence, threshold = self.portable
+        ranker, confidence, threshold = self.portable
         serving = {**self.provenance, "serving": "portable"}
         return replace(
-            self, confidence=confidence, threshold=threshold, portable=None, provenance=serving, adapter=None
+            self,
+            ranker=ranker,
+            confidence=confidence,
+            threshold=threshold,
+            portable=None,
+            provenance=serving,
+            adapter=None,
         )
 
     @property
@@ -261,6 +270,11 @@ class Calibration:
             portable = entry.get("portable")
             other = (
                 (
+                    Logistic(
+                        dict(portable["ranker"]["coef"]), float(portable["ranker"]["bias"]), SENTENCE_FEATURES
+                    )
+                    if "ranker" in portable
+                    else ranker,  # fitted before the adapter: the one ranker served everywhere
                     Logistic(dict(portable["coef"]), float(portable["bias"]), ANSWER_FEATURES),
                     float(portable["threshold"]),
                 )
@@ -298,9 +312,10 @@ class Calibration:
             **(
                 {
                     "portable": {
-                        "coef": dict(self.portable[0].coef),
-                        "bias": self.portable[0].bias,
-                        "threshold": self.portable[1],
+                        "ranker": {"coef": dict(self.portable[0].coef), "bias": self.portable[0].bias},
+                        "coef": dict(self.portable[1].coef),
+                        "bias": self.portable[1].bias,
+                        "threshold": self.portable[2],
                     }
                 }
                 if self.portable

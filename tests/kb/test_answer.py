@@ -436,14 +436,15 @@ def test_another_corpus_gets_the_portable_confidence_model_and_the_fitted_corpus
     here = sorted(kb.store.digests().values())
     assert shipped.provenance["documents"] == here  # kb/calibration.json was fitted on this corpus
     assert shipped.portable is not None and shipped.confidence.coef["relevance"] != 0
-    portable, threshold = shipped.portable
+    ranker, portable, threshold = shipped.portable
     assert {n for n, w in portable.coef.items() if w} <= set(PORTABLE_FEATURES)
     assert shipped.for_corpus([*here, "a-new-document"]) is shipped  # a corpus that grew a little
     elsewhere = shipped.for_corpus(here[:2] + [f"other-{i}" for i in range(len(here))])
-    assert (elsewhere.confidence, elsewhere.threshold, elsewhere.ranker) == (
+    assert (elsewhere.ranker, elsewhere.confidence, elsewhere.threshold, elsewhere.adapter) == (
+        ranker,
         portable,
         threshold,
-        shipped.ranker,
+        None,
     )
     assert (shipped.serving, elsewhere.serving, kb.stats()["confidence"]) == ("corpus", "portable", "corpus")
     assert Calibration().for_corpus(["other"]) == Calibration()  # nothing recorded: used as it is
@@ -461,7 +462,7 @@ def test_an_adapter_is_stored_read_back_and_left_out_on_another_corpus(tmp_path)
         Calibration(),
         adapter=adapter,
         provenance={"documents": ["a", "b"]},
-        portable=(Calibration().confidence, 0.5),
+        portable=(Calibration().ranker, Calibration().confidence, 0.5),
     )
     path = tmp_path / "calibration.json"
     fitted.save(["use"], path)
@@ -497,6 +498,19 @@ def test_the_relevance_cosines_are_read_through_the_calibrations_adapter(kb):
     np.testing.assert_allclose(got, expected, atol=1e-4)
     plain = kb.answerer.draft(question, calibration=replace(kb.answerer.calibration, adapter=None))
     assert not np.allclose([c.features.relevance for c in plain.candidates], expected, atol=1e-3)
+    # a document changed since the calibration was fitted keeps the model's own cosines: the adapter
+    # learned this material's answers and would pull its new passages away from their questions
+    changed = kb.store.chunk(draft.candidates[0].row).doc_id
+    digests = kb.store.digests()
+    fitted = [d for doc_id, d in digests.items() if doc_id != changed]
+    moved = replace(kb.answerer.calibration, adapter=adapter, provenance={"documents": fitted})
+    mixed = kb.answerer.draft(question, calibration=moved)
+    own = candidate_vectors(kb, relevance.model_id, mixed.candidates) @ vector
+    in_changed = np.array([kb.store.chunk(c.row).doc_id == changed for c in mixed.candidates])
+    assert in_changed.any() and not in_changed.all()
+    got = np.array([c.features.relevance for c in mixed.candidates])
+    np.testing.assert_allclose(got[in_changed], own[in_changed], atol=1e-4)
+    np.testing.assert_allclose(got[~in_changed], expected[~in_changed], atol=1e-4)
 
 
 def _signals(cosines, langs, background=None):
