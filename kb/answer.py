@@ -155,7 +155,7 @@ class Answerer:
             fitted = set(model.provenance["documents"])
             known = {doc_id for doc_id, digest in self.store.digests().items() if digest in fitted}
             cached = (model, known, np.zeros(0, np.int8))
-        model, known, seen = cached  # seen: per row, 1 of a fitted document, 0 not, -1 not read yet
+        _, known, seen = cached  # seen: per row, 1 of a fitted document, 0 not, -1 not read yet
         if len(rows) and int(rows.max()) >= len(seen):
             seen = np.concatenate([seen, np.full(int(rows.max()) + 1 - len(seen), -1, np.int8)])
         unread = rows[seen[rows] < 0]
