@@ -22,6 +22,7 @@ import numpy as np
 
 from kb.calibration import Adapter
 from kb.knowledge import KnowledgeBase
+from kb.text import simplified
 
 # Chosen on tune by answering round 9 cold with the adapter fitted on rounds 1-8 (round 9 is tune now): rank
 # 32 with L2 0.001 and rank 4 with L2 0.01 both scored 1.400; the smaller one is kept, 3,072 numbers.
@@ -54,7 +55,8 @@ def fit_adapter(kb: KnowledgeBase, results: Sequence, labels: Sequence[np.ndarra
     ]
     if not keep:
         return None
-    questions = np.asarray(relevance.embed_queries([results[i].draft.question for i in keep]), np.float32)
+    asked = [simplified(results[i].draft.question) for i in keep]  # as the retriever embeds them
+    questions = np.asarray(relevance.embed_queries(asked), np.float32)
     width = max(len(results[i].draft.candidates) for i in keep)
     sentences = np.zeros((len(keep), width, questions.shape[1]), np.float32)
     facts = np.zeros((len(keep), width), bool)

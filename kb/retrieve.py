@@ -21,7 +21,7 @@ from kb.fusion import (
     with_best_sentence,
 )
 from kb.store import SentenceRows, Store
-from kb.text import detect_lang
+from kb.text import detect_lang, simplified
 from kb.tuning import FUSION, LEXICAL, RETRIEVAL, Fusion, Retrieval, Weights
 from kb.types import OFFICIAL_KINDS, Hit
 
@@ -127,7 +127,9 @@ class Retriever:
         self._relevance_sample: tuple[np.ndarray, np.ndarray] | None = None  # vectors, languages
 
     def embed(self, query: str) -> dict[str, np.ndarray]:
-        """The question's vector from each embedder, computed once and shared by every stage."""
+        """The question's vector from each embedder, computed once and shared by every stage; every embedder
+        reads a question in simplified characters (``kb.text.simplified``), as BM25 does."""
+        query = simplified(query)
         return {model_id: e.embed_queries([query])[0] for model_id, e in self.embedders.items()}
 
     def candidates(self, query: str, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -198,6 +200,7 @@ class Retriever:
         slower of the two, not their sum. The CPU time is the same."""
         if self.relevance is None:
             return None
+        query = simplified(query)  # as ``embed``
         return _background().submit(lambda: self.relevance.embed_queries([query])[0])  # type: ignore[union-attr]
 
     def with_relevance(

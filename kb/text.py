@@ -214,10 +214,25 @@ def _stemmer():  # type: ignore[no-untyped-def]
     return Stemmer.Stemmer("english")
 
 
+def simplified(text: str) -> str:
+    """``text`` with traditional Chinese characters in their simplified form (OpenCC's t2s), so that a
+    question written in Taiwan or Hong Kong ("C5 剛推出的時候") matches material written in the mainland ("C5
+    刚推出的时候"), and the other way round. Other text is returned as it is."""
+    return _t2s().convert(text) if _CJK.search(text) else text
+
+
+@lru_cache(maxsize=1)
+def _t2s():  # type: ignore[no-untyped-def]
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
 def tokenize(text: str, cjk: str = "bigram") -> list[str]:
     """Lexical tokens: stemmed English words (and the parts of compounds such as
-    ``c5.18xlarge``) plus Chinese as character bigrams (``cjk="bigram"``) or jieba words."""
-    text = text.lower()
+    ``c5.18xlarge``) plus Chinese as character bigrams (``cjk="bigram"``) or jieba words, in simplified
+    characters whichever a text is written in (``simplified``)."""
+    text = simplified(text.lower())
     words: list[str] = []
     for m in _TOKEN.finditer(text):
         tok = m.group(0)

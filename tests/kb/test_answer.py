@@ -55,6 +55,13 @@ def test_answers_the_region_question_from_an_official_source(kb):
     assert "Oregon" in answer.answer and answer.citations[0].source in ("faq", "article")
 
 
+def test_a_question_in_traditional_characters_is_answered_as_in_simplified_ones(kb):
+    traditional = kb.answerer.draft("C5 剛推出的時候有哪幾個區域可以開?")
+    simple = kb.answerer.draft("C5 刚推出的时候有哪几个区域可以开?")
+    assert [h.row for h in traditional.hits] == [h.row for h in simple.hits]
+    assert kb.answerer.finish(traditional).answer == kb.answerer.finish(simple).answer
+
+
 def test_abstains_in_the_question_language_with_nearest_passages(kb):
     en = kb.ask("What is the capital of France?")
     zh = kb.ask("如何煮饺子?")

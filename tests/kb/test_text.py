@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kb.text import detect_lang, is_figure, language_neutral, sentence_spans, tokenize
+from kb.text import detect_lang, is_figure, language_neutral, sentence_spans, simplified, tokenize
 
 
 def sentences(text: str) -> list[str]:
@@ -154,3 +154,9 @@ def test_code_and_names_do_not_decide_the_language(text, lang):
 )
 def test_an_identifier_is_not_a_figure(term, figure):
     assert is_figure(term) is figure
+
+
+def test_traditional_and_simplified_chinese_are_the_same_terms():
+    assert tokenize("C5 剛推出的時候亞太區有得開嗎") == tokenize("C5 刚推出的时候亚太区有得开吗")
+    assert simplified("請問 c5.xlarge 時脈") == "请问 c5.xlarge 时脉"
+    assert simplified("nvme_core.io_timeout=255") == "nvme_core.io_timeout=255"  # no Chinese: as it is
