@@ -218,7 +218,12 @@ def simplified(text: str) -> str:
     """``text`` with traditional Chinese characters in their simplified form (OpenCC's t2s), so that a
     question written in Taiwan or Hong Kong ("C5 剛推出的時候") matches material written in the mainland ("C5
     刚推出的时候"), and the other way round. Other text is returned as it is."""
-    return _t2s().convert(text) if _CJK.search(text) else text
+    return _converted(text) if _CJK.search(text) else text
+
+
+@lru_cache(maxsize=16384)  # the corpus's sentences recur from question to question: each is converted once
+def _converted(text: str) -> str:
+    return _t2s().convert(text)  # type: ignore[no-any-return]
 
 
 @lru_cache(maxsize=1)
