@@ -23,7 +23,6 @@ import numpy as np
 
 from kb.calibration import Adapter
 from kb.knowledge import KnowledgeBase
-from kb.text import simplified
 
 # Chosen on tune by answering round 9 cold with the adapter fitted on rounds 1-8 (round 9 is tune now): rank
 # 32 with L2 0.001 and rank 4 with L2 0.01 both scored 1.400; the smaller one is kept, 3,072 numbers.
@@ -53,7 +52,8 @@ def fit_adapter(kb: KnowledgeBase, results: Sequence, labels: Sequence[np.ndarra
     """The adapter for ``kb``'s relevance model (None without one), from each result's draft candidates and
     ``labels`` (which of them state a fact of the question: evals.calibrate.fact_labels). An answerable
     question with no such candidate teaches nothing and is left out."""
-    relevance = kb.answerer.retriever.relevance
+    retriever = kb.answerer.retriever
+    relevance = retriever.relevance
     if relevance is None:
         return None
     keep = [
@@ -61,8 +61,7 @@ def fit_adapter(kb: KnowledgeBase, results: Sequence, labels: Sequence[np.ndarra
     ]
     if not keep:
         return None
-    asked = [simplified(results[i].draft.question) for i in keep]  # as the retriever embeds them
-    questions = np.asarray(relevance.embed_queries(asked), np.float32)
+    questions = np.asarray(retriever.relevance_vectors([results[i].draft.question for i in keep]), np.float32)
     width = max(len(results[i].draft.candidates) for i in keep)
     sentences = np.zeros((len(keep), width, questions.shape[1]), np.float32)
     facts = np.zeros((len(keep), width), bool)

@@ -109,7 +109,6 @@ class Answerer:
         signals = self.retriever.with_relevance(
             question, signals, relevance_vector, model.adapter, self._fitted_on(model, signals.rows)
         )
-        adapter = model.adapter
         hits = self.retriever.search(
             question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals
         )
@@ -140,7 +139,7 @@ class Answerer:
             relevance,
             signals.query_lang,
             standout(signals, self.answering.standout_sentences),
-            adapter,
+            model.adapter,
         )
 
     def _fitted_on(self, model: Calibration, rows: np.ndarray) -> np.ndarray | None:

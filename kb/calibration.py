@@ -124,6 +124,13 @@ class Logistic:
         z = self.bias + sum(self.coef[k] * v for k, v in zip(names, features.vector(), strict=True))
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"coef": dict(self.coef), "bias": self.bias}
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any], names: tuple[str, ...]) -> Logistic:
+        return cls(dict(entry["coef"]), float(entry["bias"]), names)
+
 
 @dataclass(frozen=True, eq=False)
 class Adapter:
@@ -264,18 +271,14 @@ class Calibration:
     @classmethod
     def from_dict(cls, entry: Mapping) -> Calibration:
         try:
-            ranker, confidence = (
-                Logistic(dict(entry[k]["coef"]), float(entry[k]["bias"]), names) for k, names in cls.MODELS
-            )
+            ranker, confidence = (Logistic.from_dict(entry[k], names) for k, names in cls.MODELS)
             portable = entry.get("portable")
             other = (
                 (
-                    Logistic(
-                        dict(portable["ranker"]["coef"]), float(portable["ranker"]["bias"]), SENTENCE_FEATURES
-                    )
+                    Logistic.from_dict(portable["ranker"], SENTENCE_FEATURES)
                     if "ranker" in portable
                     else ranker,  # fitted before the adapter: the one ranker served everywhere
-                    Logistic(dict(portable["coef"]), float(portable["bias"]), ANSWER_FEATURES),
+                    Logistic.from_dict(portable, ANSWER_FEATURES),
                     float(portable["threshold"]),
                 )
                 if portable
@@ -305,16 +308,15 @@ class Calibration:
 
     def to_dict(self) -> dict:
         return {
-            "ranker": {"coef": dict(self.ranker.coef), "bias": self.ranker.bias},
-            "confidence": {"coef": dict(self.confidence.coef), "bias": self.confidence.bias},
+            "ranker": self.ranker.to_dict(),
+            "confidence": self.confidence.to_dict(),
             "threshold": self.threshold,
             "provenance": dict(self.provenance),
             **(
                 {
                     "portable": {
-                        "ranker": {"coef": dict(self.portable[0].coef), "bias": self.portable[0].bias},
-                        "coef": dict(self.portable[1].coef),
-                        "bias": self.portable[1].bias,
+                        "ranker": self.portable[0].to_dict(),
+                        **self.portable[1].to_dict(),
                         "threshold": self.portable[2],
                     }
                 }

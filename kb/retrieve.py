@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -200,8 +200,13 @@ class Retriever:
         slower of the two, not their sum. The CPU time is the same."""
         if self.relevance is None:
             return None
-        query = simplified(query)  # as ``embed``
-        return _background().submit(lambda: self.relevance.embed_queries([query])[0])  # type: ignore[union-attr]
+        return _background().submit(lambda: self.relevance_vectors([query])[0])
+
+    def relevance_vectors(self, queries: Sequence[str]) -> np.ndarray:
+        """The relevance model's vectors of ``queries``, read in simplified characters as ``embed`` reads
+        them (also what its adapter is fitted on: evals.adapter)."""
+        assert self.relevance is not None
+        return self.relevance.embed_queries([simplified(q) for q in queries])
 
     def with_relevance(
         self,

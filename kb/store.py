@@ -33,7 +33,9 @@ from kb.types import Chunk, Document
 if TYPE_CHECKING:
     from kb.embed import Embedder
 
-FORMAT = 6  # 6: Chinese lexical terms in simplified characters (kb.text.simplified); 5: sentence-only models; 4: segments (kb/local_store.py); 3: typed chunk provenance fields
+# 6: Chinese lexical terms in simplified characters (kb.text.simplified); 5: sentence-only models; 4: segments
+# (kb/local_store.py); 3: typed chunk provenance fields
+FORMAT = 6
 STORES = ("local", "milvus")
 
 
