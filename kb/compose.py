@@ -55,8 +55,9 @@ def join(parts: list[str], joiner: str) -> str:
 
 
 def specific(figures: AbstractSet[str]) -> frozenset[str]:
-    """The figures a translation must keep ("us-east-1", "4.15", "255", "2016-11-15"). Numbers of one or two
-    digits are left out: the other language often writes them otherwise ("November" for 11 月, "two" for 2)."""
+    """The figures a translation must keep ("us-east-1", "4.15", "255", "2016-11-15", a command's words:
+    kb.candidates.figures). Numbers of one or two digits are left out: the other language often writes them
+    otherwise ("November" for 11 月, "two" for 2)."""
     return frozenset(f for f in figures if len(f) > 2 or not f.isdigit())
 
 
@@ -219,7 +220,8 @@ class Realiser:
         """``cand`` moved to sentence ``sid`` (in ``lang``), with that sentence's figures."""
         row, start, end = view.span(sid)
         moved = replace(cand, sid=sid, row=row, start=start, end=end, lang=lang)
-        return replace(moved, figures=figures(tokenize(self._text(moved))))
+        text = self._text(moved)
+        return replace(moved, figures=figures(text, tokenize(text)))
 
     def _twin_closest(
         self, cand: Candidate, lang: str, view: SentenceView, sid: int | None = None

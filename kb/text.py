@@ -80,6 +80,16 @@ def language_neutral(text: str) -> bool:
 _IDENTIFIER = re.compile(r"(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{8,}", re.IGNORECASE)
 
 
+@lru_cache(maxsize=16384)  # as ``simplified``: the corpus's sentences recur from question to question
+def code_terms(text: str) -> frozenset[str]:
+    """The terms (``tokenize``) of ``text``'s code, inline or fenced: a command, an option, a path, written the
+    same in either language. Identifiers are left out: two copies of one command differ in placeholder IDs."""
+    code = (m.group(0) for pattern in (_FENCE, _INLINE_CODE) for m in pattern.finditer(text))
+    return frozenset(
+        t for span in code for t in tokenize(span) if t.isascii() and _IDENTIFIER.search(t) is None
+    )
+
+
 def is_figure(term: str) -> bool:
     """A term that states a figure: a number, a size, a version, an instance type ("4.15", "c5.18xlarge",
     "2016-11-15"), but not an identifier ("i-1234567890abcdef0")."""

@@ -19,7 +19,7 @@ from kb.config import Settings
 from kb.question import asking, unmet, unmet_by
 from kb.retrieve import Signals
 from kb.store import SentenceRows, iter_chunks
-from kb.text import detect_lang, tokenize
+from kb.text import code_terms, detect_lang, tokenize
 from kb.tuning import ANSWERING
 from kb.types import Hit
 
@@ -168,6 +168,19 @@ def test_two_copies_of_a_command_differing_in_placeholder_ids_state_no_other_fig
     english = next(c for c in blocks if "i-1234567890abcdef0" in _quote(kb, c))
     chinese = next(c for c in blocks if "i-xxxxxxxx" in _quote(kb, c))
     assert "ec2" in english.figures and not english.figures - chinese.figures
+
+
+def test_a_sentence_that_drops_a_command_neither_restates_nor_translates_the_one_that_has_it(kb):
+    # an English comment checks with `lsinitrd`, or on Ubuntu with `lsinitramfs`; a Chinese one with `lsinitrd`
+    # alone: for a Chinese question about Ubuntu, it may not stand in for the English one
+    question = "Ubuntu 上怎么确认 initrd 里已经有 nvme 模块?lsinitrd 是 dracut 那一套的吧"
+    draft = kb.answerer.draft(question)
+    english = next(c for c in draft.candidates if "`lsinitramfs" in _quote(kb, c))
+    chinese = next(c for c in draft.candidates if "`lsinitrd | grep nvme` 检查一下" in _quote(kb, c))
+    assert english.figures - chinese.figures >= code_terms("`lsinitramfs`")
+    assert not kb.answerer._similar(draft.view, english, chinese)
+    said = kb.answerer.realiser.counterpart(english, draft.candidates, "zh", draft.view)
+    assert all("lsinitramfs" in _quote(kb, c) for c in said)
 
 
 def test_a_twin_sentence_stands_in_only_for_the_sentence_it_translates(kb):

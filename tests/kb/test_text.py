@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from kb.text import detect_lang, is_figure, language_neutral, sentence_spans, simplified, tokenize
+from kb.text import (
+    code_terms,
+    detect_lang,
+    is_figure,
+    language_neutral,
+    sentence_spans,
+    simplified,
+    tokenize,
+)
 
 
 def sentences(text: str) -> list[str]:
@@ -154,6 +162,17 @@ def test_code_and_names_do_not_decide_the_language(text, lang):
 )
 def test_an_identifier_is_not_a_figure(term, figure):
     assert is_figure(term) is figure
+
+
+def test_code_terms_are_the_words_of_inline_code_in_either_language():
+    english = code_terms("Check with `lsinitrd | grep nvme`, or on Ubuntu `lsinitramfs /boot/initrd.img`.")
+    chinese = code_terms("换机型前先 `lsinitrd | grep nvme` 检查一下")
+    assert chinese == {"lsinitrd", "grep", "nvme"} and chinese < english
+    assert english - chinese >= set(tokenize("lsinitramfs"))
+    assert "check" not in english and not code_terms("no code, only 4.15 and c5.18xlarge")
+    # fenced code too, without the placeholder IDs two copies of one command differ in
+    block = code_terms("Run:\n\n```\naws ec2 stop-instances --instance-ids i-1234567890abcdef0\n```")
+    assert {"ec2", "stop"} <= block and not {t for t in block if "1234567890" in t}
 
 
 def test_traditional_and_simplified_chinese_are_the_same_terms():
