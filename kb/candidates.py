@@ -64,8 +64,8 @@ def with_corrections(store: Store, hits: list[Hit], langs: Collection[str] | Non
 
 def figures(text: str, terms: Iterable[str]) -> frozenset[str]:
     """What a sentence states that no paraphrase or translation writes otherwise: its terms (``terms``, of
-    kb.text.tokenize) that state a figure (kb.text.is_figure), and those of its code spans (kb.text.code_terms:
-    a command, an option, a path). A sentence without one of another's says less, so it neither restates that
+    kb.text.tokenize) that state a figure (kb.text.is_figure), and those of its code, inline or fenced
+    (kb.text.code_terms: a command, an option, a path). A sentence without one of another's says less, so it neither restates that
     one (kb.answer) nor translates it (kb.compose): a Chinese comment's "check with `lsinitrd`" for an English
     "check with `lsinitrd`, or on Ubuntu `lsinitramfs`" dropped the command the question asked for. 5-fold on
     the 1,970 tune questions with the adapter fixed, support 0.850 -> 0.855 (12 questions gained, 4 lost),
@@ -126,7 +126,7 @@ class Candidate:
     lang: str
     features: SentenceFeatures
     neutral: bool = False  # a code block without Chinese: in any language (kb.text.language_neutral)
-    figures: frozenset[str] = frozenset()  # its figures and code-span terms (``figures``)
+    figures: frozenset[str] = frozenset()  # its figures and the terms of its code (``figures``)
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ def test_an_identifier_is_not_a_figure(term, figure):
     assert is_figure(term) is figure
 
 
-def test_code_terms_are_the_words_of_inline_code_in_either_language():
+def test_code_terms_are_the_words_of_inline_or_fenced_code_in_either_language():
     english = code_terms("Check with `lsinitrd | grep nvme`, or on Ubuntu `lsinitramfs /boot/initrd.img`.")
     chinese = code_terms("换机型前先 `lsinitrd | grep nvme` 检查一下")
     assert chinese == {"lsinitrd", "grep", "nvme"} and chinese < english
