@@ -61,17 +61,17 @@ def specific(figures: AbstractSet[str]) -> frozenset[str]:
     return frozenset(f for f in figures if len(f) > 2 or not f.isdigit())
 
 
-def _cover(needed: frozenset[str], options: Iterable[Candidate]) -> list[Candidate]:
-    """The first of ``options`` and, after it, those that state a figure in ``needed`` it does not, until all
-    are stated; none when they never are."""
+def _cover(needed: frozenset[str], options: Iterable[Candidate], keep: int = 1) -> list[Candidate]:
+    """The first ``keep`` of ``options`` and, after them, those that state a figure in ``needed`` they do
+    not, until all are stated; none when they never are."""
     said: list[Candidate] = []
     missing = set(needed)
     for part in options:
-        if said and not part.figures & missing:
+        if len(said) >= keep and not part.figures & missing:
             continue
         said.append(part)
         missing -= part.figures
-        if not missing:
+        if not missing and len(said) >= keep:
             return said
     return []
 
@@ -107,8 +107,8 @@ class Realiser:
             else:
                 said = self.counterpart(cand, pool, answer_lang, view) or [cand]
             for part in said:
-                if any(c.sid == part.sid for c in out):
-                    continue
+                if any(c.sid == part.sid or self._text(c) == self._text(part) for c in out):
+                    continue  # quoted already (a code block is in both twins, word for word)
                 if part.lang != answer_lang and any(
                     self.cosine(view, part.sid, c.sid) >= self.answering.counterpart
                     and specific(part.figures) <= c.figures
@@ -159,7 +159,9 @@ class Realiser:
         Twin entries say the same things, not always sentence by sentence: one language may split, merge
         or add a sentence. A twin sentence counts as ``cand``'s translation only when each is the other's
         closest in its entry (mutual best match, as sentence aligners pair bitext, or two neighbours that the
-        twin says in one sentence); the closest alone can be another fact ("detaching is a forced detach" has
+        twin says in one sentence), and with it every other twin sentence whose closest is ``cand`` (one
+        sentence the twin says in two: "最可靠的…身份文档…可能误判" is "Fetch the identity document…" and "it can
+        give false positives"); the closest alone can be another fact ("detaching is a forced detach" has
         no sentence of its own in one twin, whose closest is "kernels 4.2 and newer see a resize"). A figure
         ``cand`` states that its translation drops (the region codes beside "three regions") is said by the
         twin's closest sentences that state it, where one language split the sentence; a figure nothing in
@@ -170,7 +172,17 @@ class Realiser:
             closest = sorted(entry, key=lambda s: -self.cosine(view, cand.sid, s))
             back = self._twin_closest(cand, cand.lang, view, sid=closest[0])
             if back is not None and self._aligned(cand, back, view):
-                said = _cover(needed, (self._at(cand, s, answer_lang, view) for s in closest))
+                # a 1-n bead: the other twin sentences whose own closest is ``cand`` say the rest of it
+                bead = [closest[0]] + [
+                    s
+                    for s in closest[1:]
+                    if self.cosine(view, cand.sid, s) >= self.answering.twin_restates
+                    and self._twin_closest(cand, cand.lang, view, sid=s) == cand.sid
+                ]
+                rest = [s for s in closest if s not in bead]
+                said = _cover(
+                    needed, (self._at(cand, s, answer_lang, view) for s in bead + rest), keep=len(bead)
+                )
                 if said:
                     return said
         same = [c for c in pool if c.lang == answer_lang and c.official >= cand.official]

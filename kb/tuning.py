@@ -135,7 +135,8 @@ class Answering:
         "twin entry, and is dropped, when the answer quotes that sentence, states its figures and their "
         "multilingual cosine is at least this: 0.43 for '主要原因是…维护成本…低' beside 'Its main argument was "
         "maintenance cost'; facts of their own sat at 0.27-0.38 ('detaching is a forced detach' beside 'a resize "
-        "is seen'). Also the least a sentence must be close to join a translation for a figure it states",
+        "is seen'). Also the least a sentence must be close to join a translation for a figure it states, or "
+        "as the rest of a sentence its twin says in two (kb.compose, a 1-n bead)",
     )
     other_lang_lead_only: bool = tuned(
         False,

@@ -218,6 +218,14 @@ def test_a_code_block_is_quoted_as_it_is_in_either_language(kb):
     assert [(c.sid, c.lang) for c in said] == [(code.sid, "en")]  # quoted as it is, so without a label
 
 
+def test_a_code_block_both_twins_hold_is_quoted_once(kb):
+    draft = kb.answerer.draft("how do I check that I am on EC2 with dmidecode?", lang="en")
+    blocks = [c for c in draft.candidates if _quote(kb, c).startswith("```\ncurl -s http://169.254.169.254")]
+    assert {c.lang for c in blocks} == {"en", "zh"} and len({_quote(kb, c) for c in blocks}) == 1
+    said = kb.answerer.realiser.realise(blocks, draft.candidates, "en", draft.view)
+    assert len(said) == 1
+
+
 _TWINS = {
     "en": """---
 title: "Regions"
@@ -239,6 +247,12 @@ Source: a test, 2017-11-07
 ## Who should move to C5? {#advice}
 
 AWS recommends C5 for workloads on C3 or C4, and GPU or FPGA instances where raw graphics performance counts.
+
+Source: a test, 2017-11-07
+
+## How do I know I am on EC2? {#detect}
+
+The reliable way is to read the signed instance identity document. Checking the start of the system UUID is quick, but it can give false positives.
 
 Source: a test, 2017-11-07
 """,
@@ -264,14 +278,21 @@ Source: a test, 2017-11-07
 AWS 建议运行在 C3 或 C4 上的工作负载改用 C5;如果看重纯粹的图形性能,则应考虑 GPU 或 FPGA 实例。
 
 Source: a test, 2017-11-07
+
+## 怎么判断自己在 EC2 上? {#detect}
+
+最可靠的办法是读取带签名的实例身份文档,检查系统 UUID 的开头虽然快,却可能误判。
+
+Source: a test, 2017-11-07
 """,
 }
 
 
 def test_a_translation_says_every_figure_its_original_states(tmp_path):
     """A twin sentence that drops a figure the original states does not translate all of it: the twin's
-    sentences that state the figure join it, and where none does the original is quoted, labelled. And two
-    neighbouring sentences that the twin says in one are each translated by it."""
+    sentences that state the figure join it, and where none does the original is quoted, labelled. Two
+    neighbouring sentences that the twin says in one are each translated by it, and one sentence that the
+    twin says in two is translated by both."""
     from kb.knowledge import KnowledgeBase
     from service.indexing import ingest
 
@@ -311,6 +332,12 @@ def test_a_translation_says_every_figure_its_original_states(tmp_path):
     for half in halves:
         said = answerer.realiser.counterpart(half, draft.candidates, "en", draft.view)
         assert [text(c)[:28] for c in said] == ["AWS recommends C5 for worklo"]
+
+    # one Chinese sentence says two English ones, neither stating a figure: both translate it (a 1-2 bead)
+    draft = answerer.draft("怎么判断是不是在 EC2 上?", lang="en")
+    both = next(c for c in draft.candidates if "可能误判" in text(c))
+    said = answerer.realiser.counterpart(both, draft.candidates, "en", draft.view)
+    assert sorted(text(c)[:20] for c in said) == ["Checking the start o", "The reliable way is "]
 
 
 def _quote(kb, cand) -> str:
