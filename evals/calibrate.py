@@ -103,14 +103,23 @@ def fit_calibration(results: Sequence, kb: KnowledgeBase, score: Callable[[Seque
     from evals.runner import refinish  # the runner imports this module
 
     corpus = Snapshot.of(kb.store)
-    labels = [fact_labels(r, corpus) for r in results]
-    adapter = fit_adapter(kb, results, labels)
-    plain = refinish(kb, results, Calibration())  # drafted as another corpus drafts them: no adapter
-    # the corpus models read the cosines the adapter corrects: the questions drafted again through it
+    # drafted as another corpus drafts them, with no adapter: the relevance cosines reorder the passages read
+    # (kb.fusion.lift_by_relevance), so drafts through the shipped adapter, fitted on every tune question,
+    # would hand a fold's adapter candidates chosen with its held-out questions seen
+    plain = refinish(kb, results, Calibration())
+    labels = _labels(plain, corpus)
+    adapter = fit_adapter(kb, plain, labels)
+    # the corpus models read the cosines the adapter corrects: the questions drafted again through it, and
+    # labelled again, as their candidates changed with it
     adapted = refinish(kb, results, Calibration(adapter=adapter)) if adapter else plain
-    ranker, confidence, threshold = fit_models(kb, adapted, labels, CORPUS_FEATURES, adapter, score)
+    adapted_labels = _labels(adapted, corpus) if adapter else labels
+    ranker, confidence, threshold = fit_models(kb, adapted, adapted_labels, CORPUS_FEATURES, adapter, score)
     portable = fit_models(kb, plain, labels, PORTABLE_FEATURES, None, score)
     return Calibration(ranker, confidence, threshold, portable=portable, adapter=adapter)
+
+
+def _labels(results: Sequence, corpus: Snapshot) -> list[np.ndarray]:
+    return [fact_labels(r, corpus) for r in results]
 
 
 def fit_models(

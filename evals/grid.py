@@ -31,6 +31,7 @@ RETRIEVAL_GRID: dict[str, Sequence[Any]] = {
 }
 ANSWER_GRID: dict[str, Sequence[Any]] = {
     "candidate_chunks": (3, 4, 5, 6, 8),
+    "relevance_passages": (0.0, 0.5, 1.0, 2.0),
     "max_sentences": (3, 4, 5, 6),
     "neighbour_share": (0.05, 0.1, 0.2, 0.3),
     "community_share": (0.3, 0.5, 0.7, 1.01),
@@ -38,6 +39,9 @@ ANSWER_GRID: dict[str, Sequence[Any]] = {
     "counterpart": (0.5, 0.55, 0.6, 0.65, 0.7),
     "other_lang_lead_only": (True, False),
 }
+
+# the constants that change which sentences are candidates, so the questions are drafted again under them
+DRAFTING = ("relevance_passages", "candidate_chunks")
 
 
 def run_grid(kb: KnowledgeBase, items: Sequence[Item], out: TextIO) -> None:
@@ -91,7 +95,7 @@ def _answers(
     answerer = Answerer(
         kb.answerer.retriever, kb.answerer.calibration, kb.answerer.max_question_chars, answering
     )
-    if answering.candidate_chunks != ANSWERING.candidate_chunks:  # changes the drafts themselves
+    if any(getattr(answering, f) != getattr(ANSWERING, f) for f in DRAFTING):  # changes the drafts themselves
         results = run(kb, items, answerer=answerer)
     else:
         results = refinish(kb, drafts, answerer=answerer)

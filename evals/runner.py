@@ -80,9 +80,13 @@ def run(
         draft = answerer.draft(item.question, calibration=calibration)
         answer = answerer.finish(draft, calibration)
         relevant = relevant_chunks(item, corpus.documents, corpus.chunks)
-        ranked = [h.chunk.chunk_id in relevant for h in draft.hits[:10]]
-        results.append(judge(item, draft, ranked, len(relevant), answer, corpus.documents))
+        results.append(judge(item, draft, ranks(draft, relevant), len(relevant), answer, corpus.documents))
     return results
+
+
+def ranks(draft: Draft, relevant: set[str]) -> list[bool]:
+    """Which of the draft's top-10 passages are relevant."""
+    return [h.chunk.chunk_id in relevant for h in draft.hits[:10]]
 
 
 def judge(
@@ -111,19 +115,19 @@ def refinish(
     answerer: Answerer | None = None,
 ) -> list[Result]:
     """Re-decide answers under another calibration or answerer without retrieving again; only a calibration
-    with another adapter than the drafts were made with drafts them again (its relevance cosines differ)."""
+    with another adapter than the drafts were made with drafts them again (its relevance cosines differ, and
+    with them the order of the passages read: kb.fusion.lift_by_relevance)."""
     answerer = answerer or kb.answerer
     adapter = (calibration or answerer.calibration).adapter
-    documents = Snapshot.of(kb.store).documents
+    corpus = Snapshot.of(kb.store)
     out = []
     for r in results:
-        draft = (
-            r.draft
-            if r.draft.adapter is adapter
-            else answerer.draft(r.item.question, calibration=calibration)
-        )
+        draft, ranked = r.draft, r.ranked
+        if draft.adapter is not adapter:
+            draft = answerer.draft(r.item.question, calibration=calibration)
+            ranked = ranks(draft, relevant_chunks(r.item, corpus.documents, corpus.chunks))
         answer = answerer.finish(draft, calibration)
-        out.append(judge(r.item, draft, r.ranked, r.n_relevant, answer, documents))
+        out.append(judge(r.item, draft, ranked, r.n_relevant, answer, corpus.documents))
     return out
 
 

@@ -110,7 +110,12 @@ class Answerer:
             question, signals, relevance_vector, model.adapter, self._fitted_on(model, signals.rows)
         )
         hits = self.retriever.search(
-            question, k=self.answering.search_k, kinds=kinds, langs=langs, signals=signals
+            question,
+            k=self.answering.search_k,
+            kinds=kinds,
+            langs=langs,
+            signals=signals,
+            relevance=self.answering.relevance_passages,
         )
         hits = with_corrections(self.store, hits, langs)
         # what the material states about what the question asks: a name only a corrected claim or a question

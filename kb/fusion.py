@@ -177,3 +177,30 @@ def with_best_sentence(
         cols = sentence_rows[starts]
         best[:, cols] = np.maximum(best[:, cols], group_max)
     return (share * chunk + (1.0 - share) * best).reshape(np.shape(chunk_scores))
+
+
+def lift_by_relevance(
+    fused: np.ndarray,
+    rows: np.ndarray,
+    sentence_rows: np.ndarray,
+    relevance: np.ndarray,
+    weight: float,
+) -> np.ndarray:
+    """One question's fused passage scores plus ``weight`` fused spreads per spread of the passages' best
+    relevance-model sentence cosine (``kb.retrieve.Retriever.with_relevance``), centred over the passages:
+    the model fitted to this material's answers (kb.calibration.Adapter) reorders the passages whose
+    sentences are scored, which the retrieval embedders rank from words and topic. ``rows``: the passages,
+    ascending; ``sentence_rows``: each sentence's passage, aligned with ``relevance``. A passage without
+    sentences counts as the least relevant."""
+    if weight == 0.0 or not len(sentence_rows) or len(fused) < 2:
+        return fused
+    columns = np.searchsorted(rows, sentence_rows)
+    best = np.full(len(rows), -np.inf, dtype=np.float32)
+    np.maximum.at(best, columns, relevance.astype(np.float32, copy=False))
+    seen = np.isfinite(best)
+    best[~seen] = best[seen].min()
+    spread = float(best.std())
+    if spread <= 1e-9:
+        return fused
+    z = (best - best.mean()) / np.float32(spread)
+    return fused + np.float32(weight * float(fused.std())) * z

@@ -16,6 +16,7 @@ from kb.fusion import (
     Population,
     default_weights,
     fuse_one,
+    lift_by_relevance,
     official_prior,
     passage_weights,
     with_best_sentence,
@@ -277,10 +278,17 @@ class Retriever:
         kinds: Collection[str] | None = None,
         langs: Collection[str] | None = None,
         signals: Signals | None = None,
+        relevance: float = 0.0,
     ) -> list[Hit]:
-        """The ``k`` best chunks for ``query``, optionally only of some source kinds or languages."""
+        """The ``k`` best chunks for ``query``, optionally only of some source kinds or languages.
+        ``relevance``: how much the relevance model's cosines (``with_relevance``) reorder them
+        (kb.fusion.lift_by_relevance); search alone never reads them."""
         signals = signals or self.signals(query)
         fused = self.fused(signals)
+        if relevance and signals.relevance is not None:
+            fused = lift_by_relevance(
+                fused, signals.rows, signals.sentences.row, signals.relevance, relevance
+            )
         mask = np.ones(len(signals.rows), dtype=bool)
         if kinds:
             mask &= np.isin(signals.kinds, list(kinds))

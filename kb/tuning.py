@@ -92,6 +92,18 @@ class Answering:
         "passages whose sentences are scored: 5 -> 8 puts a must-contain fact among the candidates for 0.975 "
         "of answerable tune questions instead of 0.926; 5-fold tune support 0.740 -> 0.748 (kbq eval --tune)",
     )
+    relevance_passages: float = tuned(
+        0.5,
+        "grid",
+        "how far the relevance model's best sentence cosine per passage reorders the passages whose sentences "
+        "are scored (kb.fusion.lift_by_relevance), in fused spreads: the fact chunk of many misses sat at "
+        "retrieval ranks 8-19. 0 -> 0.5 -> 1: a must-contain fact among the top 8 for 0.929 -> 0.952 -> 0.960 "
+        "of the answerable round-13 tune questions under a calibration fitted without them; 5-fold on the "
+        "other 1,810 tune questions (calibration refitted per fold) support 0.800 -> 0.811, support + min("
+        "abstention P, R) 1.603 -> 1.616, with the adapter fixed 1.770 -> 1.771 -> 1.764 (2: 1.763); round 13 "
+        "answered cold 1.665 -> 1.635 (two more answerable questions abstained on); on all 1,970, refitted per "
+        "fold, 1.620 -> 1.631 (kbq eval --calibrate)",
+    )
     max_sentences: int = tuned(
         5,
         "grid",

@@ -89,3 +89,6 @@ def test_answering_again_drafts_again_only_under_another_adapter(kb):
     assert all(
         r.draft.adapter is other and r.draft is not s.draft for r, s in zip(again, results, strict=True)
     )
+    # the passages read are the new draft's (the relevance cosines reorder them), and so are their ranks
+    anew = run(kb, [r.item for r in results], replace(stored, adapter=other))
+    assert [r.ranked for r in again] == [r.ranked for r in anew]
