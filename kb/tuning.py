@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -319,29 +319,6 @@ def answer_digest(fusion: Fusion = FUSION, answering: Answering = ANSWERING) -> 
     """The question-time constants a calibration was fitted under (RETRIEVAL only matters above
     INDEX.store.exact_below chunks, where no calibration is fitted)."""
     return _digest({"fusion": _plain(asdict(fusion)), "answering": _plain(asdict(answering))})
-
-
-def describe() -> list[tuple[str, str, str, str]]:
-    """(name, value, how, why) of every tuned number, for ``kbq eval --tune`` and the docs."""
-    out = []
-    for prefix, obj in (
-        ("fusion", FUSION),
-        ("answering", ANSWERING),
-        ("retrieval", RETRIEVAL),
-        *_index_parts(),
-    ):
-        for f in fields(obj):
-            if f.metadata:
-                value = getattr(obj, f.name)
-                shown = (
-                    json.dumps(_plain(value), ensure_ascii=False) if isinstance(value, dict) else str(value)
-                )
-                out.append((f"{prefix}.{f.name}", shown, f.metadata["how"], f.metadata["why"]))
-    return out
-
-
-def _index_parts() -> list[tuple[str, Any]]:
-    return [(f"index.{f.name}", getattr(INDEX, f.name)) for f in fields(INDEX)]
 
 
 def _plain(value: Any) -> Any:
