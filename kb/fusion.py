@@ -171,12 +171,16 @@ def with_best_sentence(
     chunk = np.atleast_2d(chunk_scores)
     best = chunk.copy()
     if len(sentence_rows):
-        sents = np.atleast_2d(sentence_scores)
-        starts = np.flatnonzero(np.r_[True, sentence_rows[1:] != sentence_rows[:-1]])
-        group_max = np.maximum.reduceat(sents, starts, axis=1)
-        cols = sentence_rows[starts]
+        cols, group_max = best_per_passage(sentence_rows, np.atleast_2d(sentence_scores))
         best[:, cols] = np.maximum(best[:, cols], group_max)
     return (share * chunk + (1.0 - share) * best).reshape(np.shape(chunk_scores))
+
+
+def best_per_passage(sentence_rows: np.ndarray, sentence_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The passages that have sentences, and each one's best sentence score (over the last axis).
+    ``sentence_rows``: each sentence's passage, non-empty and in passage order."""
+    starts = np.flatnonzero(np.r_[True, sentence_rows[1:] != sentence_rows[:-1]])
+    return sentence_rows[starts], np.maximum.reduceat(sentence_scores, starts, axis=-1)
 
 
 def lift_by_relevance(
@@ -194,11 +198,11 @@ def lift_by_relevance(
     sentences counts as the least relevant."""
     if weight == 0.0 or not len(sentence_rows) or len(fused) < 2:
         return fused
-    columns = np.searchsorted(rows, sentence_rows)
-    best = np.full(len(rows), -np.inf, dtype=np.float32)
-    np.maximum.at(best, columns, relevance.astype(np.float32, copy=False))
-    seen = np.isfinite(best)
-    best[~seen] = best[seen].min()
+    cols, group_max = best_per_passage(
+        np.searchsorted(rows, sentence_rows), relevance.astype(np.float32, copy=False)
+    )
+    best = np.full(len(rows), group_max.min(), dtype=np.float32)
+    best[cols] = group_max
     spread = float(best.std())
     if spread <= 1e-9:
         return fused
