@@ -234,8 +234,6 @@ class Answerer:
         # a translation may be a community report that an official sentence of the answer says ("没有。发布的
         # 时候只有…三个区" said as "C5 is only in three regions right now"): it goes, as it would have above
         said = [c for c in said if not any(self._covers(draft.view, o, c) for o in said)]
-        # a translation may take two sentences where one language split one: the weakest past the limit go
-        said = said[: self.answering.max_sentences]
         if self.answering.other_lang_lead_only and any(c.lang == draft.lang for c in said):
             said = [c for i, c in enumerate(said) if c.lang == draft.lang or i == 0]
         rank = {h.row: h.rank for h in draft.hits}

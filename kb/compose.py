@@ -159,9 +159,9 @@ class Realiser:
         Twin entries say the same things, not always sentence by sentence: one language may split, merge
         or add a sentence. A twin sentence counts as ``cand``'s translation only when each is the other's
         closest in its entry (mutual best match, as sentence aligners pair bitext, or two neighbours that the
-        twin says in one sentence), and with it every other twin sentence whose closest is ``cand`` (one
-        sentence the twin says in two: "最可靠的…身份文档…可能误判" is "Fetch the identity document…" and "it can
-        give false positives"); the closest alone can be another fact ("detaching is a forced detach" has
+        twin says in one sentence), and with it the rest of its bead (``_bead``: one sentence the twin says in
+        two, "最可靠的…身份文档…可能误判" is "Fetch the identity document…" and "it can give false positives");
+        the closest alone can be another fact ("detaching is a forced detach" has
         no sentence of its own in one twin, whose closest is "kernels 4.2 and newer see a resize"). A figure
         ``cand`` states that its translation drops (the region codes beside "three regions") is said by the
         twin's closest sentences that state it, where one language split the sentence; a figure nothing in
@@ -172,13 +172,7 @@ class Realiser:
             closest = sorted(entry, key=lambda s: -self.cosine(view, cand.sid, s))
             back = self._twin_closest(cand, cand.lang, view, sid=closest[0])
             if back is not None and self._aligned(cand, back, view):
-                # a 1-n bead: the other twin sentences whose own closest is ``cand`` say the rest of it
-                bead = [closest[0]] + [
-                    s
-                    for s in closest[1:]
-                    if self.cosine(view, cand.sid, s) >= self.answering.twin_restates
-                    and self._twin_closest(cand, cand.lang, view, sid=s) == cand.sid
-                ]
+                bead = self._bead(cand, entry, closest[0], answer_lang, view)
                 rest = [s for s in closest if s not in bead]
                 said = _cover(
                     needed, (self._at(cand, s, answer_lang, view) for s in bead + rest), keep=len(bead)
@@ -195,6 +189,29 @@ class Realiser:
         near = [c for score, c in scored if score >= self.answering.twin_restates]
         whole = next((c for c in near if needed <= c.figures), None)
         return [whole] if whole is not None else _cover(needed, near)
+
+    def _bead(
+        self, cand: Candidate, entry: list[int], primary: int, lang: str, view: SentenceView
+    ) -> list[int]:
+        """The twin sentences that say ``cand`` (a 1-n bead): ``primary``, its translation; every other twin
+        sentence close to it (``twin_restates``) whose own closest is ``cand``; and, as sentence aligners keep a
+        bead contiguous, the close twin sentences next to those that translate nothing: no sentence of
+        ``cand``'s entry has them as its closest ("主要原因是…维护成本…低" says the start of "Its main argument was
+        maintenance cost: …", whose closest is the sentence after it, and is closest itself to "InfoQ saw
+        performance as another reason", which "InfoQ 认为性能也是一个原因" translates)."""
+        bar = self.answering.twin_restates
+        near = {s for s in entry if s != primary and self.cosine(view, cand.sid, s) >= bar}
+        own = self._entry_sentences(cand.row, cand.lang, view)
+        taken = {max(entry, key=lambda s: self.cosine(view, o, s)) for o in own}
+        bead = {primary} | {s for s in near if self._twin_closest(cand, cand.lang, view, sid=s) == cand.sid}
+        free = near - taken
+        while True:
+            at = [entry.index(s) for s in bead]
+            joining = {entry[i + d] for i in at for d in (-1, 1) if 0 <= i + d < len(entry)} & free - bead
+            if not joining:
+                break
+            bead |= joining
+        return [primary] + sorted(bead - {primary}, key=lambda s: -self.cosine(view, cand.sid, s))
 
     def _aligned(self, cand: Candidate, back: int, view: SentenceView) -> bool:
         """Whether the twin sentence closest to ``cand``, whose own closest is ``back``, translates it: each is

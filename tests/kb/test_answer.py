@@ -44,9 +44,9 @@ def test_every_marker_names_a_citation_and_every_quote_is_exact(kb, question):
         assert kb.document(c.doc_id).text[c.start : c.end] == c.quote
     assert 0.0 <= answer.confidence <= 1.0
     if not answer.abstained:
-        assert (
-            answer.citations and "[1]" in answer.answer and len(answer.citations) <= ANSWERING.max_sentences
-        )
+        assert answer.citations and "[1]" in answer.answer
+        quoted = {(c.doc_id, c.start) for c in answer.citations}
+        assert len(quoted) == len(answer.citations)  # each sentence quoted once
 
 
 def test_answers_the_region_question_from_an_official_source(kb):
@@ -338,6 +338,21 @@ def test_a_translation_says_every_figure_its_original_states(tmp_path):
     both = next(c for c in draft.candidates if "可能误判" in text(c))
     said = answerer.realiser.counterpart(both, draft.candidates, "en", draft.view)
     assert sorted(text(c)[:20] for c in said) == ["Checking the start o", "The reliable way is "]
+
+
+def test_a_sentence_one_language_says_in_three_is_translated_whole(kb):
+    # "Its main argument was maintenance cost: Xen predates … while KVM, merged in 2007, …" is three sentences
+    # of the Chinese twin; the first, which names the reason, is closest to another English sentence ("InfoQ saw
+    # performance as another reason"), which has a translation of its own
+    draft = kb.answerer.draft("AWS 为啥要从 Xen 换到 KVM?", lang="zh")
+    view = draft.view
+    english = next(c for c in draft.candidates if "Its main argument" in _quote(kb, c))
+    said = [_quote(kb, c) for c in kb.answerer.realiser.counterpart(english, draft.candidates, "zh", view)]
+    assert any("主要原因是基于 KVM 的系统维护成本" in s for s in said)
+    assert any(s.startswith("Xen 设计之初") for s in said)
+    assert any(s.startswith("KVM 在 2007 年") for s in said)
+    # the translation counts as one sentence of the answer: the limit does not cut the reason off
+    assert "维护成本" in kb.ask("AWS 为啥要从 Xen 换到 KVM?").answer
 
 
 def _quote(kb, cand) -> str:
