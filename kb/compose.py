@@ -202,7 +202,7 @@ class Realiser:
         bar = self.answering.twin_restates
         near = {s for s in entry if s != primary and self.cosine(view, cand.sid, s) >= bar}
         own = self._entry_sentences(cand.row, cand.lang, view)
-        taken = {max(entry, key=lambda s: self.cosine(view, o, s)) for o in own}
+        taken = {self._twin_closest(cand, lang, view, sid=o) for o in own}
         bead = {primary} | {s for s in near if self._twin_closest(cand, cand.lang, view, sid=s) == cand.sid}
         free = near - taken
         while True:
