@@ -124,11 +124,18 @@ class Realiser:
             c for c in out if c.lang == answer_lang or not self._restates_twin(c, answer_lang, view, quoted)
         ]
         # An answer led in its language is written in it: quotes in the other language add to it, they do not
-        # make up most of it. The weakest of them go until they do not.
+        # make up most of it. The weakest of them go until they do not. It leads with what the reader reads
+        # first, its first official sentence (kb.answer orders them first), not with the best one: a reply in
+        # the other language ranked best ("没有一半。…" for "is C5 half the price of C4?") under English official
+        # sentences otherwise made up most of an English answer (5-fold on the 2,130 tune questions with the
+        # adapter fixed: language match 0.961 -> 0.977, support + min(abstention P, R) 1.796 -> 1.797).
+        lead = next((c for c in out if c.official), out[0]) if out else None
         while (
-            out and out[0].lang == answer_lang and detect_lang(" ".join(map(self._text, out))) != answer_lang
+            lead is not None
+            and lead.lang == answer_lang
+            and detect_lang(" ".join(map(self._text, out))) != answer_lang
         ):
-            other = [i for i, c in enumerate(out) if i and c.lang != answer_lang]
+            other = [i for i, c in enumerate(out) if c is not lead and c.lang != answer_lang]
             if not other:
                 break
             del out[other[-1]]

@@ -33,9 +33,9 @@ from kb.types import Chunk, Document
 if TYPE_CHECKING:
     from kb.embed import Embedder
 
-# 6: Chinese lexical terms in simplified characters (kb.text.simplified); 5: sentence-only models; 4: segments
+# 7: a reply to a comment indexed under that comment (indexed_text); 6: Chinese lexical terms in simplified characters (kb.text.simplified); 5: sentence-only models; 4: segments
 # (kb/local_store.py); 3: typed chunk provenance fields
-FORMAT = 6
+FORMAT = 7
 STORES = ("local", "milvus")
 
 
@@ -250,10 +250,18 @@ class StoreWriter(Protocol):
 
 
 def indexed_text(chunk: Chunk) -> str:
-    """The text a chunk is embedded and lexically indexed under."""
-    return (
-        f"{chunk.context}\n{chunk.text}" if chunk.context and chunk.kind in ("faq", "article") else chunk.text
-    )
+    """The text a chunk is embedded and lexically indexed under: a piece of an FAQ answer or article under its
+    question or heading path, and a reply to a comment under that comment. A reply rarely names what it
+    answers ("盘挂不上的时候系统不会卡在启动阶段，照常起来" under "请问 nofail 是干嘛用的？"; "Add
+    `x-systemd.device-timeout=10` next to `nofail`" under the complaint about waiting at boot), so on its own
+    text it was not among the passages read for the questions it answers (5-fold on the 2,130 tune questions,
+    calibration refit per fold: support 0.831 -> 0.856, abstention P / R 0.816 / 0.816 -> 0.815 / 0.821,
+    recall@5 0.927 -> 0.948, language match 0.974 -> 0.960: more labelled reports in the other language). A
+    comment on the post keeps its own text: the post, shared by every such comment, would make them alike
+    (with it: 5-fold with the adapter fixed 1.791 -> 1.790, language match 0.964 -> 0.957)."""
+    if chunk.context and (chunk.kind in ("faq", "article") or chunk.answers_comment):
+        return f"{chunk.context}\n{chunk.text}"
+    return chunk.text
 
 
 def file_slug(model_id: str) -> str:

@@ -82,6 +82,11 @@ class Chunk:
         """A thread comment, whose context is the comment or post it replies to."""
         return self.kind == "thread" and bool(self.origin.parent_id)
 
+    @property
+    def answers_comment(self) -> bool:
+        """A thread comment replying to another comment (not to the post), whose context is that comment."""
+        return self.is_reply and self.origin.parent_id.startswith("t1_")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -192,6 +192,18 @@ def test_a_twin_sentence_stands_in_only_for_the_sentence_it_translates(kb):
     assert not said or any("udev" in _quote(kb, c) for c in said)
 
 
+def test_an_answer_whose_official_sentences_are_in_its_language_is_written_in_it(kb):
+    """The reader reads an answer's official sentences first (kb.answer orders them so), so they are what it
+    is led by: a reply in the other language that ranked best beside them adds to the answer only while it
+    does not make up most of it."""
+    draft = kb.answerer.draft("Is C5 really half the price of C4?")
+    reply = next(c for c in draft.candidates if _quote(kb, c).startswith("没有一半"))
+    official = next(c for c in draft.candidates if c.official and c.lang == "en" and "25%" in _quote(kb, c))
+    assert not reply.official and detect_lang(_quote(kb, reply) + " " + _quote(kb, official)) == "zh"
+    said = kb.answerer.realiser.realise([reply, official], draft.candidates, "en", draft.view)
+    assert [c.sid for c in said] == [official.sid]
+
+
 @pytest.mark.parametrize(
     ("question", "lang", "quote", "restates"),
     [
