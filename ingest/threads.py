@@ -19,7 +19,7 @@ from ingest.conversation import Roles, Turn, roles
 from ingest.errors import IngestError
 from kb.text import detect_lang
 from kb.tuning import INDEX
-from kb.types import Chunk, Document, Provenance
+from kb.types import COMMENT_PREFIX, Chunk, Document, Provenance
 
 REDDIT = "https://www.reddit.com"
 GONE = {"[deleted]", "[removed]"}
@@ -87,7 +87,7 @@ def parse_thread(doc_id: str, raw: str) -> tuple[Document, list[Chunk]]:
         author=post_author,
         date=_date(post.get("created_utc")),
     )
-    by_name = {f"t1_{c.id}": c for c in ordered}
+    by_name = {f"{COMMENT_PREFIX}{c.id}": c for c in ordered}
     post_id = str(post.get("id") or "")
     talk = _conversation(post_id, post_author, selftext, ordered)
     post_text = f"{title}\n{selftext}".strip()

@@ -33,8 +33,9 @@ from kb.types import Chunk, Document
 if TYPE_CHECKING:
     from kb.embed import Embedder
 
-# 7: a reply to a comment indexed under that comment (indexed_text); 6: Chinese lexical terms in simplified characters (kb.text.simplified); 5: sentence-only models; 4: segments
-# (kb/local_store.py); 3: typed chunk provenance fields
+# 7: a reply to a comment indexed under that comment (indexed_text); 6: Chinese lexical terms in simplified
+# characters (kb.text.simplified); 5: sentence-only models; 4: segments (kb/local_store.py); 3: typed chunk
+# provenance fields
 FORMAT = 7
 STORES = ("local", "milvus")
 

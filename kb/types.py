@@ -10,6 +10,9 @@ KINDS = ("article", "faq", "thread")
 OFFICIAL_KINDS = ("article", "faq")
 
 
+COMMENT_PREFIX = "t1_"  # a Reddit fullname's prefix for a comment (a post's is "t3_")
+
+
 @dataclass(frozen=True)
 class Document:
     """One source file turned into canonical text plus metadata."""
@@ -38,7 +41,7 @@ class Provenance:
     source_line: str = ""  # an FAQ entry's "Source:" line
     entry_key: str = ""  # an FAQ entry's key, the same in both languages
     comment_id: str = ""  # a thread comment's id ("" for the post)
-    parent_id: str = ""  # the fullname it replies to ("t1_…" a comment, "t3_…" the post)
+    parent_id: str = ""  # the fullname it replies to (COMMENT_PREFIX + id: a comment; "t3_…": the post)
     parent_author: str = ""
     score: int = 0
     depth: int = -1  # -1 for the post
@@ -85,7 +88,7 @@ class Chunk:
     @property
     def answers_comment(self) -> bool:
         """A thread comment replying to another comment (not to the post), whose context is that comment."""
-        return self.is_reply and self.origin.parent_id.startswith("t1_")
+        return self.is_reply and self.origin.parent_id.startswith(COMMENT_PREFIX)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
