@@ -20,7 +20,7 @@ from kb.calibration import SENTENCE_FEATURES, AnswerFeatures, Calibration, Sente
 from kb.candidates import Candidate, Draft, Featuriser, SentenceView, standout, with_corrections
 from kb.compose import Realiser, join, label
 from kb.config import MAX_QUESTION_CHARS
-from kb.question import asking, named_terms
+from kb.question import asking, named_langs, named_terms
 from kb.retrieve import Retriever
 from kb.store import comments
 from kb.text import tokenize
@@ -230,7 +230,9 @@ class Answerer:
                     for i, c in enumerate(chosen)
                     if i == same or not self._covers(draft.view, cand, c)
                 ]
-        said = self.realiser.realise(chosen, draft.candidates, draft.lang, draft.view)
+        said = self.realiser.realise(
+            chosen, draft.candidates, draft.lang, draft.view, named_langs(draft.question)
+        )
         # a translation may be a community report that an official sentence of the answer says ("没有。发布的
         # 时候只有…三个区" said as "C5 is only in three regions right now"): it goes, as it would have above
         said = [c for c in said if not any(self._covers(draft.view, o, c) for o in said)]

@@ -49,6 +49,7 @@ class SentenceFeatures:
     question_match: float  # the passage's best sentence cosine
     reply: float  # a thread reply: share of the question's terms in the comment it replies to
     relevance: float  # the relevance model's cosine between the question and the sentence
+    named_lang: float  # the sentence is in a language the question names (kb.question.named_langs)
 
     def vector(self) -> tuple[float, ...]:
         return tuple(
@@ -184,6 +185,7 @@ _DEFAULT_RANKER = {
     "question_match": 2.0,
     "reply": 2.5,
     "relevance": 0.0,
+    "named_lang": 0.0,
 }
 _DEFAULT_CONFIDENCE = {
     "ranker": 4.0,

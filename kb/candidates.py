@@ -17,7 +17,7 @@ import numpy as np
 
 from kb.calibration import Adapter, AnswerFeatures, SentenceFeatures
 from kb.fusion import signal_weight
-from kb.question import mentions, named_terms, unmet_by
+from kb.question import mentions, named_langs, named_terms, unmet_by
 from kb.retrieve import Retriever, Signals
 from kb.store import SentenceRows, Store, comments
 from kb.text import (
@@ -200,6 +200,7 @@ class Featuriser:
         table = signals.sentences
         q_terms = set(tokenize(question))
         names = named_terms(question)
+        named = named_langs(question)
         out = []
         for hit in [h for h in hits if quotable(h.chunk)][: self.answering.candidate_chunks]:
             doc = self.store.document(hit.chunk.doc_id)
@@ -230,6 +231,7 @@ class Featuriser:
                     question_match=question_match,
                     reply=reply,
                     relevance=float(signals.relevance[i]) if signals.relevance is not None else 0.0,
+                    named_lang=float(lang in named),
                 )
                 official = hit.chunk.kind in OFFICIAL_KINDS
                 sid, neutral = int(table.sid[i]), language_neutral(text)

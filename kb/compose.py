@@ -5,7 +5,10 @@ entry's twin (the entry key links them), or else a sentence of the answer's lang
 thing, among the candidates or in the official passages nearest to it; either way one that states its
 figures, or with the sentences that state the ones it drops. A code block without Chinese is in either
 language and is quoted as it is. What nothing in the answer's language carries is quoted as it is, and the
-answer says where it comes from ("From the Chinese article:"). No fact is stated twice in two languages.
+answer says where it comes from ("From the Chinese article:"), and so is what the question asks of the other
+language's material ("what title does the Chinese article give Jeff Barr?") when no FAQ twin says it: the
+nearest sentence in the asker's language keeps the topic and loses the words asked about
+(kb.question.named_langs). No fact is stated twice in two languages.
 """
 
 from __future__ import annotations
@@ -95,13 +98,21 @@ class Realiser:
         )
 
     def realise(
-        self, chosen: Sequence[Candidate], pool: Sequence[Candidate], answer_lang: str, view: SentenceView
+        self,
+        chosen: Sequence[Candidate],
+        pool: Sequence[Candidate],
+        answer_lang: str,
+        view: SentenceView,
+        named: AbstractSet[str] = frozenset(),
     ) -> list[Candidate]:
-        """``chosen`` said in ``answer_lang`` where the material allows, without restating a fact."""
+        """``chosen`` said in ``answer_lang`` where the material allows, without restating a fact; a sentence in
+        a language the question ``named`` is quoted as it is."""
         out: list[Candidate] = []
         for cand in chosen:
             if cand.lang == answer_lang:
                 said = [cand]
+            elif cand.lang in named and not self._entry_sentences(cand.row, answer_lang, view):
+                said = [cand]  # asked of that language's material, and no FAQ twin says it
             elif cand.neutral:
                 said = [replace(cand, lang=answer_lang)]  # a command reads the same in either language
             else:
