@@ -16,7 +16,7 @@ from kb.calibration import PORTABLE_FEATURES, Adapter, Calibration, CalibrationE
 from kb.candidates import standout, with_corrections
 from kb.compose import join, label
 from kb.config import Settings
-from kb.question import asking, unmet, unmet_by
+from kb.question import asking, named_langs, unmet, unmet_by
 from kb.retrieve import Signals
 from kb.store import SentenceRows, iter_chunks
 from kb.text import code_terms, detect_lang, tokenize
@@ -220,6 +220,42 @@ def test_a_sentence_left_in_the_other_language_goes_only_beside_its_restatement(
     closest = realiser._twin_closest(cand, lang, draft.view)
     assert closest is not None
     assert realiser._restates_twin(cand, lang, draft.view, {closest}) is restates
+
+
+@pytest.mark.parametrize(
+    ("question", "named"),
+    [
+        ("What title does the Chinese InfoQ article give Jeff Barr?", {"zh"}),
+        ("in the chinese-language thread, what did the OP say?", {"zh"}),
+        ("英文帖子里有人说过 RI 的事吗?", {"en"}),
+        ("英語的 FAQ 怎麼說?", {"en"}),
+        ("InfoQ 中文站的文章怎么看 Xen?", {"zh"}),
+        ("we have customers in China: is C5 there yet?", set()),  # a country, not a language
+        ("Which regions have C5?", set()),
+    ],
+)
+def test_a_question_names_the_languages_it_asks_about(question, named):
+    assert named_langs(question) == named
+
+
+def test_a_sentence_asked_of_the_other_languages_material_is_quoted_as_it_is(kb):
+    """The nearest English sentence to the article's "按AWS首席布道师Jeff Barr…" keeps the topic (Jeff Barr's 25%)
+    and loses what was asked (his title): asked of the Chinese article, the article's sentence is quoted, and
+    the sentences an FAQ twin says are still said in the asker's language."""
+    question = "How does the Chinese InfoQ article describe Jeff Barr's job at AWS?"
+    draft = kb.answerer.draft(question)
+    realiser = kb.answerer.realiser
+    title = next(c for c in draft.candidates if "首席布道师" in _quote(kb, c))
+    assert title.features.named_lang == 1.0
+    assert all(c.features.named_lang == (c.lang == "zh") for c in draft.candidates)
+    assert "首席布道师" not in " ".join(
+        _quote(kb, c) for c in realiser.realise([title], draft.candidates, "en", draft.view)
+    )
+    said = realiser.realise([title], draft.candidates, "en", draft.view, named_langs(question))
+    assert [c.sid for c in said] == [title.sid]
+    faq = next(c for c in draft.candidates if c.lang == "zh" and kb.store.chunk(c.row).origin.entry_key)
+    twin = realiser.realise([faq], draft.candidates, "en", draft.view, named_langs(question))
+    assert twin and all(c.lang == "en" for c in twin)
 
 
 def test_a_code_block_is_quoted_as_it_is_in_either_language(kb):
