@@ -16,10 +16,12 @@ from service.state import AppState
 
 router = APIRouter(prefix="/v1")
 
-# One CJK character, or a run of other non-space characters with the spaces after it, or leading spaces.
+# One CJK character, or a run of other non-space characters with a few spaces after it, or spaces; a long run
+# (a device path, an SSM document's name, a code block's indentation) goes in pieces of at most 24 characters, so
+# none holds up the stream.
 _PIECE = re.compile(
     r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]|[^\s\u2e80-\u9fff\uf900-\ufaff"
-    r"\uff00-\uffef\u3000-\u303f]+\s*|\s+"
+    r"\uff00-\uffef\u3000-\u303f]{1,24}\s{0,4}|\s{1,24}"
 )
 SSE_DOC = {
     "content": {"text/event-stream": {"schema": {"type": "string"}}},

@@ -246,10 +246,18 @@ def test_stream_rejects_bad_input_as_json(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "  lead and trail  ", "C5 于 2017 年 11 月 6 日发布。[1]", "a\nb\tc [2]"]
+    "text",
+    [
+        "",
+        "  lead and trail  ",
+        "C5 于 2017 年 11 月 6 日发布。[1]",
+        "a\nb\tc [2]",
+        "run `AWSSupport-CheckXenToNitroMigrationRequirements` first" + " " * 40 + "x",
+    ],
 )
-def test_pieces_concatenate_to_the_text(text: str) -> None:
+def test_pieces_are_small_and_concatenate_to_the_text(text: str) -> None:
     assert "".join(pieces(text)) == text
+    assert all(len(p) <= 28 for p in pieces(text))
 
 
 def test_healthz_reports_the_index(client: TestClient, kb) -> None:  # type: ignore[no-untyped-def]
