@@ -195,8 +195,9 @@ class Answerer:
     # ------------------------------------------------------------ choice
 
     def choose(self, draft: Draft, model: Calibration) -> tuple[list[Candidate], AnswerFeatures | None]:
-        """The best sentence and the strongest non-redundant others, said in the answer's language,
-        plus the features the confidence model reads.
+        """The best sentence and the strongest non-redundant others (each next one weighed against its
+        closeness to those chosen: ``_next``), said in the answer's language, plus the features the confidence
+        model reads.
 
         Community reports answer only what official sources do not: when the best sentence is official,
         no comment joins it, and an official sentence takes the place of every chosen report it says (before
@@ -210,12 +211,9 @@ class Answerer:
         scored = sorted(((model.ranker(c.features), c) for c in draft.candidates), key=lambda x: -x[0])
         best_score, best = scored[0]
         chosen = [best]
-        for score, cand in scored[1:]:
-            if (
-                len(chosen) >= self.answering.max_sentences
-                or score < self.answering.neighbour_share * best_score
-            ):
-                break
+        rest = [(s, c) for s, c in scored[1:] if s >= self.answering.neighbour_share * best_score]
+        while rest and len(chosen) < self.answering.max_sentences:
+            score, cand = rest.pop(self._next(draft.view, rest, chosen, best_score))
             if best.official and not cand.official and score < self.answering.community_share * best_score:
                 continue  # community reports only for what official sources do not cover
             same = next((i for i, c in enumerate(chosen) if self._similar(draft.view, cand, c)), None)
@@ -242,6 +240,23 @@ class Answerer:
         lead = said[0].row
         order = sorted(said, key=lambda c: (not c.official, c.row != lead, rank.get(c.row, 99), c.start))
         return order, self.featuriser.answer_features(draft, order, best_score, said[0])
+
+    def _next(
+        self, view: SentenceView, rest: list[tuple[float, Candidate]], chosen: list[Candidate], best_score: float
+    ) -> int:
+        """Which of ``rest`` joins ``chosen`` next: the best score less ``diversity`` best scores per unit of
+        its cosine to the closest sentence chosen (maximal marginal relevance, Carbonell and Goldstein, 1998).
+        Sentences on the topic of the best one crowded out the second fact of two-part questions ("is the
+        NVMe order fixed, can fstab name /dev/nvme1n1?": four sentences on mounting by UUID, and the PCI
+        enumeration sentence sixth)."""
+        penalty = self.answering.diversity * best_score
+        if not penalty:
+            return 0
+        return max(
+            range(len(rest)),
+            key=lambda i: rest[i][0]
+            - penalty * max(self.realiser.cosine(view, rest[i][1].sid, c.sid) for c in chosen),
+        )
 
     def _covers(self, view: SentenceView, official: Candidate, report: Candidate) -> bool:
         """An official sentence says what a community report says: it restates it, or the report says less."""

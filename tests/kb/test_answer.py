@@ -192,6 +192,34 @@ def test_a_twin_sentence_stands_in_only_for_the_sentence_it_translates(kb):
     assert not said or any("udev" in _quote(kb, c) for c in said)
 
 
+def test_a_twin_that_writes_code_as_words_translates_it(kb):
+    """The English FAQ writes `UUID` and `LABEL` as code, its Chinese twin as words: the twin says the
+    sentence all the same, so a Chinese answer quotes it instead of the English one."""
+    draft = kb.answerer.draft("fstab 里能直接写 /dev/nvme1n1 吗?", lang="zh")
+    english = next(c for c in draft.candidates if _quote(kb, c).startswith("No, `/etc/fstab` on C5"))
+    said = kb.answerer.realiser.counterpart(english, draft.candidates, "zh", draft.view)
+    assert said and all(c.lang == "zh" for c in said)
+    assert "UUID 或 LABEL" in " ".join(_quote(kb, c) for c in said)
+
+
+def test_the_next_sentence_is_weighed_against_its_closeness_to_those_chosen(kb):
+    """A slightly weaker sentence on another point goes before a stronger one on the best one's point."""
+    draft = kb.answerer.draft("Is the NVMe device order fixed, so fstab can name /dev/nvme1n1?")
+    answerer, view = kb.answerer, draft.view
+    best = next(c for c in draft.candidates if _quote(kb, c).startswith("No, `/etc/fstab` on C5"))
+    others = sorted(
+        (c for c in draft.candidates if c.sid != best.sid),
+        key=lambda c: answerer.realiser.cosine(view, c.sid, best.sid),
+    )
+    far, close = others[0], others[-1]
+    gap = answerer.realiser.cosine(view, close.sid, best.sid) - answerer.realiser.cosine(view, far.sid, best.sid)
+    assert gap > 0.1
+    rest = [(0.9, close), (0.9 - answerer.answering.diversity * gap / 2, far)]
+    assert answerer._next(view, rest, [best], 1.0) == 1
+    plain = Answerer(answerer.retriever, answerer.calibration, answering=replace(answerer.answering, diversity=0.0))
+    assert plain._next(view, rest, [best], 1.0) == 0
+
+
 def test_an_answer_whose_official_sentences_are_in_its_language_is_written_in_it(kb):
     """The reader reads an answer's official sentences first (kb.answer orders them so), so they are what it
     is led by: a reply in the other language that ranked best beside them adds to the answer only while it
