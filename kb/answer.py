@@ -244,8 +244,9 @@ class Answerer:
     def _next(
         self, view: SentenceView, rest: list[tuple[float, Candidate]], chosen: list[Candidate], best_score: float
     ) -> int:
-        """Which of ``rest`` joins ``chosen`` next: the best score less ``diversity`` best scores per unit of
-        its cosine to the closest sentence chosen (maximal marginal relevance, Carbonell and Goldstein, 1998).
+        """Which of ``rest`` joins ``chosen`` next: the one whose score, less ``diversity`` best scores per unit
+        of its cosine to the closest sentence chosen, is highest (maximal marginal relevance, Carbonell and
+        Goldstein, 1998).
         Sentences on the topic of the best one crowded out the second fact of two-part questions ("is the
         NVMe order fixed, can fstab name /dev/nvme1n1?": four sentences on mounting by UUID, and the PCI
         enumeration sentence sixth)."""
