@@ -21,8 +21,9 @@ from evals.metrics import (
     success_at,
     supports,
 )
-from kb.answer import ABSTAIN, Answerer, Draft, verify
+from kb.answer import ABSTAIN, Answerer, Draft
 from kb.calibration import CALIBRATION_FILE, Calibration, calibration_key
+from kb.citations import verify
 from kb.config import Settings
 from kb.knowledge import KnowledgeBase
 from kb.text import detect_lang

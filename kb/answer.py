@@ -5,7 +5,7 @@ against the document text, and abstain when the calibrated confidence is low.
 Two small logistic models decide (kb/calibration.py): a sentence ranker (is this sentence the answer?)
 and a confidence model (do the chosen sentences answer what the question asks?); both read the relevance
 model's cosines through the calibration's adapter. Candidates and their
-features: kb/candidates.py; saying them in the asker's language: kb/compose.py.
+features: kb/candidates.py; saying them in the asker's language: kb/compose.py; citing them: kb/citations.py.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import numpy as np
 
 from kb.calibration import SENTENCE_FEATURES, AnswerFeatures, Calibration, SentenceFeatures
 from kb.candidates import Candidate, Draft, Featuriser, SentenceView, standout, with_corrections
+from kb.citations import cite, verify
 from kb.compose import Realiser, join, label
 from kb.config import MAX_QUESTION_CHARS
 from kb.question import asking, named_langs, named_terms
 from kb.retrieve import Retriever
-from kb.store import comments
 from kb.text import tokenize
 from kb.tuning import ANSWERING, Answering
-from kb.types import OFFICIAL_KINDS, Answer, Chunk, Citation, Document, Hit, quotable
+from kb.types import OFFICIAL_KINDS, Answer, Citation, quotable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ ABSTAIN = {
     "zh": "资料中没有涉及这个问题。下面列出最接近的段落供你核对,它们并不是答案。",
 }
 
-__all__ = ["ABSTAIN", "Answerer", "Candidate", "Draft", "InvalidQuestion", "check_question", "verify"]
+__all__ = ["ABSTAIN", "Answerer", "Candidate", "Draft", "InvalidQuestion", "check_question"]
 
 
 class InvalidQuestion(ValueError):
@@ -50,15 +50,6 @@ def check_question(question: str, limit: int = MAX_QUESTION_CHARS) -> str:
     if len(question) > limit:
         raise InvalidQuestion(f"the question is {len(question)} characters; the limit is {limit}")
     return question
-
-
-def verify(citation: Citation, doc: Document | None) -> bool:
-    """A citation is valid only if its quote is exactly the cited span of its document ``doc``."""
-    return (
-        doc is not None
-        and 0 <= citation.start < citation.end <= len(doc.text)
-        and doc.text[citation.start : citation.end] == citation.quote
-    )
 
 
 class Answerer:
@@ -179,9 +170,14 @@ class Answerer:
         citations: list[Citation] = []
         parts: list[str] = []
         for cand in chosen:
-            citation = self._citation(len(citations) + 1, cand, draft.hits)
+            citation = cite(self.store, len(citations) + 1, cand, draft.hits)
             if not verify(citation, self.store.document(citation.doc_id)):
-                log.warning("dropped a citation that failed verification: %s %d-%d", *_span(citation))
+                log.warning(
+                    "dropped a citation that failed verification: %s %d-%d",
+                    citation.doc_id,
+                    citation.start,
+                    citation.end,
+                )
                 continue
             citations.append(citation)
             prefix = label(draft.lang, citation.source, cand.lang)
@@ -242,7 +238,11 @@ class Answerer:
         return order, self.featuriser.answer_features(draft, order, best_score, said[0])
 
     def _next(
-        self, view: SentenceView, rest: list[tuple[float, Candidate]], chosen: list[Candidate], best_score: float
+        self,
+        view: SentenceView,
+        rest: list[tuple[float, Candidate]],
+        chosen: list[Candidate],
+        best_score: float,
     ) -> int:
         """Which of ``rest`` joins ``chosen`` next: the one whose score, less ``diversity`` best scores per unit
         of its cosine to the closest sentence chosen, is highest (maximal marginal relevance, Carbonell and
@@ -255,8 +255,9 @@ class Answerer:
             return 0
         return max(
             range(len(rest)),
-            key=lambda i: rest[i][0]
-            - penalty * max(self.realiser.cosine(view, rest[i][1].sid, c.sid) for c in chosen),
+            key=lambda i: (
+                rest[i][0] - penalty * max(self.realiser.cosine(view, rest[i][1].sid, c.sid) for c in chosen)
+            ),
         )
 
     def _covers(self, view: SentenceView, official: Candidate, report: Candidate) -> bool:
@@ -298,41 +299,6 @@ class Answerer:
 
     # ------------------------------------------------------------ output
 
-    def _citation(self, n: int, cand: Candidate, hits: list[Hit]) -> Citation:
-        chunk = self.store.chunk(cand.row)
-        doc = self.store.document(chunk.doc_id)
-        assert doc is not None, chunk.doc_id  # a live chunk's document is stored with it
-        score = next((h.score for h in hits if h.row == cand.row), 0.0)
-        first = self._corrected(chunk)
-        return Citation(
-            n=n,
-            chunk_id=chunk.chunk_id,
-            doc_id=doc.doc_id,
-            source=doc.kind,
-            title=doc.title,
-            section=chunk.section,
-            url=chunk.origin.url or doc.url,
-            author=chunk.origin.author or doc.author,
-            date=chunk.origin.date or doc.date,
-            lang=cand.lang,
-            quote=doc.text[cand.start : cand.end],
-            start=cand.start,
-            end=cand.end,
-            score=round(score, 4),
-            community=chunk.kind == "thread",
-            label="official" if chunk.kind in OFFICIAL_KINDS else "correction" if first else "community",
-            corrects={"chunk_id": first.chunk_id, "author": first.origin.author, "url": first.origin.url}
-            if first
-            else None,
-        )
-
-    def _corrected(self, chunk: Chunk) -> Chunk | None:
-        """The first earlier comment of the same thread whose claim ``chunk`` corrects."""
-        if not chunk.origin.corrects:
-            return None
-        by_id = comments(self.store, chunk.doc_id)
-        return next((by_id[cid][1] for cid in chunk.origin.corrects if cid in by_id), None)
-
     def _abstain(self, answer_id: str, draft: Draft, confidence: float) -> Answer:
         """Say the material does not cover it; list the nearest passages apart from the answer."""
         citations: list[Citation] = []
@@ -345,13 +311,9 @@ class Answerer:
             blank = SentenceFeatures(*[0.0] * len(SENTENCE_FEATURES))
             official = hit.chunk.kind in OFFICIAL_KINDS
             cand = Candidate(sids[0], hit.row, start, end, official, hit.chunk.lang, blank)
-            citation = self._citation(len(citations) + 1, cand, draft.hits)
+            citation = cite(self.store, len(citations) + 1, cand, draft.hits)
             if verify(citation, self.store.document(citation.doc_id)):
                 citations.append(citation)
         return Answer(
             answer_id, draft.question, ABSTAIN[draft.lang], True, confidence, tuple(citations), draft.lang
         )
-
-
-def _span(citation: Citation) -> tuple[str, int, int]:
-    return citation.doc_id, citation.start, citation.end

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from evals.adapter import candidate_vectors
-from kb.answer import ABSTAIN, Answerer, InvalidQuestion, verify
+from kb.answer import ABSTAIN, Answerer, InvalidQuestion
 from kb.calibration import PORTABLE_FEATURES, Adapter, Calibration, CalibrationError
 from kb.candidates import standout, with_corrections
+from kb.citations import verify
 from kb.compose import join, label
 from kb.config import Settings
 from kb.question import asking, named_langs, unmet, unmet_by
@@ -212,11 +213,15 @@ def test_the_next_sentence_is_weighed_against_its_closeness_to_those_chosen(kb):
         key=lambda c: answerer.realiser.cosine(view, c.sid, best.sid),
     )
     far, close = others[0], others[-1]
-    gap = answerer.realiser.cosine(view, close.sid, best.sid) - answerer.realiser.cosine(view, far.sid, best.sid)
+    gap = answerer.realiser.cosine(view, close.sid, best.sid) - answerer.realiser.cosine(
+        view, far.sid, best.sid
+    )
     assert gap > 0.1
     rest = [(0.9, close), (0.9 - answerer.answering.diversity * gap / 2, far)]
     assert answerer._next(view, rest, [best], 1.0) == 1
-    plain = Answerer(answerer.retriever, answerer.calibration, answering=replace(answerer.answering, diversity=0.0))
+    plain = Answerer(
+        answerer.retriever, answerer.calibration, answering=replace(answerer.answering, diversity=0.0)
+    )
     assert plain._next(view, rest, [best], 1.0) == 0
 
 
