@@ -31,7 +31,7 @@ from kb.knowledge import KnowledgeBase
 # match 0.956 and 0.963 at 4, 0.944 and 0.944 at 8). Rank 8 was fitted on all 2,770 and left out: it reorders
 # the passages the answer reads so that "AWS 为啥要从 Xen 换到 KVM?" lost its main reason (the candidates lost
 # "为什么 AWS 转向 KVM" and an English comment on i3.metal ranked first) and "why KVM over Xen" led with 2006
-# history. A bigger correction reads more of what tune's questions share and less of what a question asks.
+# history.
 RANK = 4
 L2 = 0.01  # on the squared entries of both matrices
 TEMPERATURE = 0.02  # the cosines' softmax temperature: they differ by hundredths between candidates
