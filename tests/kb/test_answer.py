@@ -162,6 +162,16 @@ def test_a_sentence_that_only_drops_a_figure_restates_the_one_that_has_it(kb):
     assert "C5 is only in three regions right now" not in kb.ask(question).answer
 
 
+def test_a_figure_the_answer_states_already_makes_no_other_fact(kb):
+    draft = kb.answerer.draft("哪些区域有 C5?")
+    dated = next(c for c in draft.candidates if "C5 在 2017 年 11 月发布时可以按 On-Demand" in _quote(kb, c))
+    plain = next(c for c in draft.candidates if _quote(kb, c).startswith("C5 发布时可以按 On-Demand"))
+    assert not kb.answerer._similar(draft.view, dated, plain)  # alone, "2017" makes it another fact
+    assert kb.answerer._similar(draft.view, dated, plain, frozenset(dated.figures))
+    answer = kb.ask("哪些区域有 C5?").answer
+    assert answer.count("On-Demand") <= 1  # how C5 could be bought, said once
+
+
 def test_two_copies_of_a_command_differing_in_placeholder_ids_state_no_other_figure(kb):
     # the English FAQ's example uses i-1234567890abcdef0 and the Chinese one i-xxxxxxxx: not another fact
     draft = kb.answerer.draft("How do I turn on ENA support for an instance I already have?")
