@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from evals.golden import GOLDEN, Item, Snapshot, load_golden, passage_chunks
+from evals.golden import Item, Snapshot, golden_files, load_golden, passage_chunks
 from kb.types import OFFICIAL_KINDS
 
 
@@ -72,14 +72,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m evals.check_golden", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("file", type=Path, help="new items, one JSON object per line, as in golden.jsonl")
+    parser.add_argument(
+        "file", type=Path, help="new items, one JSON object per line, as in evals/golden/*.jsonl"
+    )
     args = parser.parse_args(argv)
     try:
         items = load_golden(args.file)
     except (OSError, ValueError, KeyError) as exc:
         sys.exit(f"check_golden: cannot read {args.file}: {exc}")
     snapshot = Snapshot.of(KnowledgeBase.open(Settings.from_env()).store)
-    found = check(items, snapshot, load_golden(GOLDEN) if args.file.resolve() != GOLDEN.resolve() else ())
+    # the set the items would join: every golden file but the one checked (or none, checking the whole set)
+    known = [f for f in golden_files() if f.resolve() not in {p.resolve() for p in golden_files(args.file)}]
+    found = check(items, snapshot, [i for f in known for i in load_golden(f)])
     print(f"{len(items)} items, {len(found)} problems")
     for line in found:
         print(f"  {line}")

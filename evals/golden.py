@@ -12,7 +12,9 @@ from pathlib import Path
 from kb.store import Store, iter_chunks
 from kb.types import Chunk, Document
 
-GOLDEN = Path(__file__).with_name("golden.jsonl")
+# One file per round of writing (``round01-02.jsonl``, ``round03.jsonl``, …), read in name order: a new round is
+# a new file, and no file grows past what a repository should hold.
+GOLDEN = Path(__file__).with_name("golden")
 SPLITS = ("tune", "test")
 
 
@@ -29,10 +31,16 @@ class Item:
     forbidden: tuple[str, ...] = ()  # a corrected claim's words, which must never be in the answer text
 
 
+def golden_files(path: Path = GOLDEN) -> list[Path]:
+    """The question files of ``path``: its ``*.jsonl`` in name order when it is a directory, else itself."""
+    return sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+
+
 def load_golden(path: Path = GOLDEN, split: str | None = None) -> list[Item]:
-    """The items of ``path``, or only those of one split."""
+    """The items of ``path`` (a file, or a directory of them: ``golden_files``), or only those of one split."""
     items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = [line for f in golden_files(path) for line in f.read_text(encoding="utf-8").splitlines()]
+    for line in lines:
         if not line.strip():
             continue
         d = json.loads(line)

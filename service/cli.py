@@ -207,7 +207,12 @@ def docs(as_json: bool) -> None:
     "--calibrate", is_flag=True, help="Refit the confidence calibration and write kb/calibration.json."
 )
 @click.option("--record", is_flag=True, help="Record these metrics as the baseline the test suite guards.")
-@click.option("--golden", type=click.Path(path_type=Path), default=None, help="Golden set (JSONL).")
+@click.option(
+    "--golden",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Golden set: a JSONL file, or a directory of them.",
+)
 @click.option(
     "--tune", is_flag=True, help="Re-derive the grid-chosen constants of kb/tuning.py on the tune split."
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from evals.check_golden import check, main, problems
-from evals.golden import Item, Snapshot
+from evals.golden import Item, Snapshot, golden_files, load_golden
 
 FAQ = "faq/c5-migration.en"
 LAUNCH = "AWS released C5 instances on 6 November 2017"
@@ -79,3 +79,22 @@ def test_the_command_exits_1_on_problems_and_says_why_a_file_is_unreadable(
     with pytest.raises(SystemExit) as done:
         main([str(bad)])
     assert str(done.value.code).startswith("check_golden: cannot read")
+
+
+def test_a_golden_directory_is_its_files_read_in_name_order(tmp_path: Path) -> None:
+    line = '{{"id": "{0}", "lang": "en", "question": "q {0}", "answerable": false, "split": "{1}"}}\n'
+    (tmp_path / "round10.jsonl").write_text(line.format("c", "tune"), encoding="utf-8")
+    (tmp_path / "round02.jsonl").write_text(
+        line.format("a", "test") + line.format("b", "tune"), encoding="utf-8"
+    )
+    (tmp_path / "notes.txt").write_text("not questions", encoding="utf-8")
+    assert [p.name for p in golden_files(tmp_path)] == ["round02.jsonl", "round10.jsonl"]
+    assert [i.id for i in load_golden(tmp_path)] == ["a", "b", "c"]
+    assert [i.id for i in load_golden(tmp_path, split="tune")] == ["b", "c"]
+    assert load_golden(tmp_path / "round10.jsonl")[0].id == "c"
+
+
+def test_the_shipped_golden_set_is_split_into_files_a_repository_holds() -> None:
+    files = golden_files()
+    assert len(files) > 1 and all(f.stat().st_size < 1_000_000 for f in files)
+    assert len({i.id for i in load_golden()}) == len(load_golden())
