@@ -82,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"check_golden: cannot read {args.file}: {exc}")
     snapshot = Snapshot.of(KnowledgeBase.open(Settings.from_env()).store)
     # the set the items would join: every golden file but the one checked (or none, checking the whole set)
-    known = [f for f in golden_files() if f.resolve() not in {p.resolve() for p in golden_files(args.file)}]
+    checked = {f.resolve() for f in golden_files(args.file)}
+    known = [f for f in golden_files() if f.resolve() not in checked]
     found = check(items, snapshot, [i for f in known for i in load_golden(f)])
     print(f"{len(items)} items, {len(found)} problems")
     for line in found:
