@@ -212,8 +212,8 @@ class Answerer:
             score, cand = rest.pop(self._next(draft.view, rest, chosen, best_score))
             if best.official and not cand.official and score < self.answering.community_share * best_score:
                 continue  # community reports only for what official sources do not cover
-            said = frozenset().union(*(c.figures for c in chosen))
-            same = next((i for i, c in enumerate(chosen) if self._similar(draft.view, cand, c, said)), None)
+            stated = frozenset().union(*(c.figures for c in chosen))
+            same = next((i for i, c in enumerate(chosen) if self._similar(draft.view, cand, c, stated)), None)
             if same is None and cand.official:
                 same = next((i for i, c in enumerate(chosen) if self._says_less(draft.view, c, cand)), None)
             if same is None:

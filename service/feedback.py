@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from kb.text import detect_lang
 from kb.types import Answer
+from service.shared_db import connect_shared
 
 if TYPE_CHECKING:  # importing the knowledge base would load FAISS for `kbq feedback`
     from kb.knowledge import KnowledgeBase
 
+# WAL: the workers log answers while others read; NORMAL is safe with WAL, a crash loses at most the last answers
+_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
     id TEXT PRIMARY KEY,
@@ -65,6 +68,11 @@ def _add_lang_column(db: sqlite3.Connection) -> None:
         db.executemany("UPDATE answers SET lang = ? WHERE id = ?", [(detect_lang(q), i) for i, q in rows])
 
 
+def _create(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+    _add_lang_column(db)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -75,14 +83,9 @@ class FeedbackStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False)
+        self._db = connect_shared(self.path, _PRAGMAS, _create)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; a crash loses at most the last answers
-        self._db.executescript(SCHEMA)
-        _add_lang_column(self._db)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

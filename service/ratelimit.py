@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kb.config import Settings
+from service.shared_db import connect_shared
 
 log = logging.getLogger(__name__)
 WAYS = 8
@@ -149,15 +150,17 @@ class _SharedTable:
     step across processes."""
 
     def __init__(self, path: Path, slots: int) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-        for pragma in _PRAGMAS:
-            self._db.execute(f"PRAGMA {pragma}")
         self._lock = threading.Lock()
-        self._db.execute(_SCHEMA)
-        with self.locked():  # every slot exists from the start (caller 0: free): requests only update rows
-            if self._db.execute("SELECT count(*) FROM buckets").fetchone()[0] != slots:
-                self._db.execute("DELETE FROM buckets")
-                self._db.execute(_FILL, (slots,))
+        self._db = connect_shared(path, _PRAGMAS, lambda db: self._create(db, slots), isolation_level=None)
+
+    def _create(self, db: sqlite3.Connection, slots: int) -> None:
+        """Every slot exists from the start (caller 0: free), so requests only update rows."""
+        db.execute(_SCHEMA)
+        if db.execute("SELECT count(*) FROM buckets").fetchone()[0] != slots:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM buckets")
+            db.execute(_FILL, (slots,))
+            db.execute("COMMIT")
 
     @contextmanager
     def locked(self) -> Iterator[_SharedTable]:
