@@ -250,16 +250,24 @@ class Answerer:
         Goldstein, 1998).
         Sentences on the topic of the best one crowded out the second fact of two-part questions ("is the
         NVMe order fixed, can fstab name /dev/nvme1n1?": four sentences on mounting by UUID, and the PCI
-        enumeration sentence sixth)."""
+        enumeration sentence sixth).
+        Closeness to a chosen sentence of the same passage costs nothing: within one passage sentences do not
+        restate each other (``_similar``), and the next one often carries the second fact ("defaults to 60
+        seconds, at most 255" then "configured through the `TimeoutValue` registry key"). 5-fold on the 2,930
+        tune questions with the adapter fixed, support + min(abstention P, R) 1.758 -> 1.760, support 0.875 ->
+        0.878."""
         penalty = self.answering.diversity * best_score
         if not penalty:
             return 0
-        return max(
-            range(len(rest)),
-            key=lambda i: (
-                rest[i][0] - penalty * max(self.realiser.cosine(view, rest[i][1].sid, c.sid) for c in chosen)
-            ),
-        )
+
+        def worth(i: int) -> float:
+            score, cand = rest[i]
+            others = (c for c in chosen if c.row != cand.row)
+            return score - penalty * max(
+                (self.realiser.cosine(view, cand.sid, c.sid) for c in others), default=0.0
+            )
+
+        return max(range(len(rest)), key=worth)
 
     def _covers(self, view: SentenceView, official: Candidate, report: Candidate) -> bool:
         """An official sentence says what a community report says: it restates it, or the report says less."""

@@ -33,12 +33,12 @@ def test_no_split_inside_numbers_names_paths_code_or_urls(text):
 
 
 def test_splits_chinese_and_english_punctuation_and_lines():
-    text = "C5 在三个区域可用。AMI 必须包含 ENA 驱动！还要 NVMe 吗？是的；Also ENA. And NVMe!\n- item one\n"
+    text = "C5 在三个区域可用。AMI 必须包含 ENA 驱动！还要 NVMe 吗？当然要；Also ENA. And NVMe!\n- item one\n"
     assert sentences(text) == [
         "C5 在三个区域可用。",
         "AMI 必须包含 ENA 驱动！",
         "还要 NVMe 吗？",
-        "是的；",
+        "当然要；",
         "Also ENA.",
         "And NVMe!",
         "item one",
@@ -46,13 +46,29 @@ def test_splits_chinese_and_english_punctuation_and_lines():
 
 
 def test_a_quoted_question_inside_a_sentence_does_not_end_it():
-    text = 'Tools that used it as an "am I on EC2?" test broke. Is it? Yes. 还要吗?是的。'
+    text = 'Tools that used it as an "am I on EC2?" test broke. Is it? It is. 还要吗?当然。'
     assert sentences(text) == [
         'Tools that used it as an "am I on EC2?" test broke.',
         "Is it?",
-        "Yes.",
+        "It is.",
         "还要吗?",
-        "是的。",
+        "当然。",
+    ]
+
+
+def test_a_sentence_starts_after_the_reply_word_that_answered_another_question():
+    # quoted whole, "Yes, C5 provides…" would affirm "c5.18xlarge is 64 vCPUs, right?"
+    text = (
+        "Yes, C5 provides 2 GiB of memory per vCPU. Partly. No changes are needed. "
+        "有,AWS Support 提供了脚本。不是。随 C5 推出的就是它。有些实例可以。Nope; it is free."
+    )
+    assert sentences(text) == [
+        "C5 provides 2 GiB of memory per vCPU.",
+        "No changes are needed.",
+        "AWS Support 提供了脚本。",
+        "随 C5 推出的就是它。",
+        "有些实例可以。",
+        "it is free.",
     ]
 
 
