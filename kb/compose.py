@@ -203,7 +203,7 @@ class Realiser:
         if entry:
             closest = sorted(entry, key=lambda s: -self.cosine(view, cand.sid, s))
             back = self._twin_closest(cand, cand.lang, view, sid=closest[0])
-            if back is not None and self._aligned(cand, back, view):
+            if back is not None and self._aligned(cand, back, closest[0], answer_lang, view):
                 bead = self._bead(cand, entry, closest[0], answer_lang, view)
                 rest = [s for s in closest if s not in bead]
                 said = _cover(
@@ -248,15 +248,23 @@ class Realiser:
             bead |= joining
         return [primary] + sorted(bead - {primary}, key=lambda s: -self.cosine(view, cand.sid, s))
 
-    def _aligned(self, cand: Candidate, back: int, view: SentenceView) -> bool:
-        """Whether the twin sentence closest to ``cand``, whose own closest is ``back``, translates it: each is
-        the other's closest, or ``back`` is ``cand``'s neighbour in its passage and the twin says both in one
-        sentence (a 2-1 bead, as sentence aligners allow: "AWS 建议…改用 C5;" and "如果看重…GPU 或 FPGA…" are
-        one English sentence)."""
+    def _aligned(self, cand: Candidate, back: int, primary: int, lang: str, view: SentenceView) -> bool:
+        """Whether ``primary``, the twin sentence closest to ``cand``, whose own closest is ``back``, translates
+        it: each is the other's closest; or the twin says both in one sentence (an n-1 bead, as sentence
+        aligners allow), ``back`` being ``cand``'s neighbour in its passage ("AWS 建议…改用 C5;" and "如果看重…GPU
+        或 FPGA…" are one English sentence), or, further off in it, a sentence whose own closest is ``primary``
+        too, which is close to ``cand`` (``twin_restates``): "把现有实例改成 C5 之前,必须先…装好 NVMe 和 ENA 驱动,
+        并把 `/etc/fstab` 改成…" says "Before changing … install the NVMe and ENA drivers on it;" and, a sentence
+        later, "Switch `/etc/fstab` entries…", and nothing else in its entry said the first (0.55)."""
         if back == cand.sid:
             return True
         own = view.of_row(cand.row)
-        return back in own and cand.sid in own and abs(own.index(back) - own.index(cand.sid)) == 1
+        if back in own and cand.sid in own and abs(own.index(back) - own.index(cand.sid)) == 1:
+            return True
+        return (
+            self.cosine(view, cand.sid, primary) >= self.answering.twin_restates
+            and self._twin_closest(cand, lang, view, sid=back) == primary
+        )
 
     def _elsewhere(self, cand: Candidate, lang: str, view: SentenceView) -> list[Candidate]:
         """The official sentences, in ``lang``, of the passages nearest to ``cand`` in the whole material: what

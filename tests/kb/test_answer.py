@@ -432,6 +432,16 @@ def test_a_translation_says_every_figure_its_original_states(tmp_path):
     assert sorted(text(c)[:20] for c in said) == ["Checking the start o", "The reliable way is "]
 
 
+def test_a_twin_sentence_that_says_two_sentences_apart_translates_each(kb):
+    # "把现有实例改成 C5 之前,必须先…装好 NVMe 和 ENA 驱动,并把 `/etc/fstab` 改成…" says "Before changing … install
+    # the NVMe and ENA drivers on it;" and, a sentence later, "Switch `/etc/fstab` entries…" (an n-1 bead that is
+    # not contiguous): a Chinese answer quotes it for the first, not the English sentence
+    draft = kb.answerer.draft("C5 的 ENA 要怎么开", lang="zh")
+    english = next(c for c in draft.candidates if _quote(kb, c).startswith("Before changing an existing"))
+    said = kb.answerer.realiser.counterpart(english, draft.candidates, "zh", draft.view)
+    assert [_quote(kb, c)[:13] for c in said] == ["把现有实例改成 C5 之前"]
+
+
 def test_a_sentence_one_language_says_in_three_is_translated_whole(kb):
     # "Its main argument was maintenance cost: Xen predates … while KVM, merged in 2007, …" is three sentences
     # of the Chinese twin; the first, which names the reason, is closest to another English sentence ("InfoQ saw
